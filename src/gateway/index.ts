@@ -1,0 +1,247 @@
+// The aml-edge gateway Worker. Per request: pre-check → verify → authorize → route → call Azure ML → respond →
+// audit. Every path out of `handle` writes exactly one audit record.
+import { type AuditRecord, actorChain, auditSink, hashJti } from "./audit.ts";
+import { grantsFor, tokenRoles } from "./policy.ts";
+import { PrecheckError, precheckToken } from "./precheck.ts";
+import { REASONS, type ReasonCode } from "./reasons.ts";
+import { assignDeployment } from "./routing.ts";
+import { ConfigLoadError, type RuntimeConfig, runtimeConfig } from "./runtime-config.ts";
+import { statusDocument } from "./status.ts";
+import { extractBearerToken } from "./token-location.ts";
+import { callUpstream, readBody, UpstreamError, upstreamCredential } from "./upstream.ts";
+import { VerificationError, verifyToken } from "./verify.ts";
+
+export interface GatewayEnv {
+  AML_EDGE_CONFIG: unknown;
+  [binding: string]: unknown;
+}
+
+/** A refusal decided by the gateway itself (policy, routing, limits). */
+class Denial extends Error {
+  readonly reason: ReasonCode;
+  constructor(reason: ReasonCode) {
+    super(reason);
+    this.reason = reason;
+  }
+}
+
+export default {
+  fetch(request: Request, env: GatewayEnv, ctx: ExecutionContext): Promise<Response> {
+    return handle(request, env, ctx);
+  },
+} satisfies ExportedHandler<GatewayEnv>;
+
+async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext): Promise<Response> {
+  const started = performance.now();
+  const requestId = crypto.randomUUID();
+  const url = new URL(request.url);
+  const waitUntil = (promise: Promise<unknown>) => ctx.waitUntil(promise);
+
+  let runtime: RuntimeConfig;
+  try {
+    runtime = runtimeConfig(env.AML_EDGE_CONFIG);
+  } catch (error) {
+    const message = error instanceof ConfigLoadError ? error.message : "config could not be loaded";
+    console.error(JSON.stringify({ type: "aml-edge.config-error", message }));
+    const record = baseRecord(requestId, request, url, "invalid");
+    const response = errorResponse("config_invalid", requestId, "invalid");
+    console.log(JSON.stringify(finishRecord(record, "config_invalid", response.status, started)));
+    return response;
+  }
+  const { config } = runtime;
+  const audit = auditSink(
+    {
+      console: config.audit.console,
+      queue: config.audit.queue ? (env[config.audit.queue] as Queue) : undefined,
+    },
+    waitUntil,
+  );
+  const record = baseRecord(requestId, request, url, runtime.version);
+  const timings: string[] = [];
+
+  const respond = (response: Response, reason: ReasonCode): Response => {
+    const headers = new Headers(response.headers);
+    headers.set("x-request-id", requestId);
+    headers.set("x-aml-edge-config", runtime.version);
+    if (record.deployment && reason === "allowed") headers.set("x-aml-edge-deployment", record.deployment);
+    if (config.serverTiming && timings.length > 0) headers.set("server-timing", timings.join(", "));
+    audit.write(finishRecord(record, reason, response.status, started));
+    return new Response(response.body, { status: response.status, headers });
+  };
+
+  try {
+    const verifyStarted = performance.now();
+    const prechecked = precheckToken(extractBearerToken(request, url));
+    const verified = await verifyToken(prechecked, runtime.issuersByIss, waitUntil);
+    timings.push(`verify;dur=${(performance.now() - verifyStarted).toFixed(3)}`);
+
+    const { claims } = verified;
+    const issuerName = verified.issuer.config.name;
+    record.issuer = verified.issuer.config.issuer;
+    if (typeof claims.sub === "string") record.subject = claims.sub;
+    if (typeof claims.oid === "string") record.oid = claims.oid;
+    if (typeof claims.tid === "string") record.tid = claims.tid;
+    const appId = claims.azp ?? claims.appid;
+    if (typeof appId === "string") record.appId = appId;
+    const actors = actorChain(claims);
+    if (actors) record.actors = actors;
+    if (typeof claims.jti === "string")
+      record.jtiHash = await hashJti(verified.issuer.config.issuer, claims.jti);
+
+    const caller = { issuerName, claims, roles: tokenRoles(claims, verified.issuer.config.roleClaims) };
+    const grants = grantsFor(config.policy, caller);
+    record.roles = grants.roles;
+
+    if (url.pathname === config.status.path) {
+      if (request.method !== "GET") throw new Denial("method_not_allowed");
+      if (!grants.has("read-status")) throw new Denial("no_permission");
+      const document = await statusDocument(runtime, env);
+      return respond(Response.json(document, { headers: { "cache-control": "no-store" } }), "status_served");
+    }
+
+    const route = runtime.routesByPath.get(url.pathname);
+    if (!route) throw new Denial("route_not_found");
+    record.route = route.name;
+    if (!(route.methods as readonly string[]).includes(request.method))
+      throw new Denial("method_not_allowed");
+    if (!grants.has("score", route.name)) throw new Denial("no_permission");
+
+    // A pin from a caller without pin-deployment is ignored (it never reaches Azure ML: headers are allowlisted).
+    const pin = request.headers.get("azureml-model-deployment");
+    let pinned: string | undefined;
+    if (pin !== null && grants.has("pin-deployment", route.name)) {
+      if (!route.deployments.some((deployment) => deployment.name === pin)) {
+        throw new Denial("pin_unknown_deployment");
+      }
+      pinned = pin;
+    }
+    const assignment = await assignDeployment(route, caller, pinned);
+    if (assignment.kind === "none") throw new Denial("no_deployment");
+    record.deployment = assignment.deployment;
+    record.assignment = assignment.kind;
+    if (assignment.kind === "cohort") record.cohort = assignment.cohort;
+
+    const credential = upstreamCredential(route, env, Date.now());
+    const body = await readBody(request, route.limits.maxBodyBytes);
+    const upstreamStarted = performance.now();
+    const response = await callUpstream(request, {
+      route,
+      deployment: assignment.deployment,
+      credential,
+      requestId,
+      forwardHeaders: config.forwardHeaders,
+      body,
+    });
+    timings.push(`upstream;dur=${(performance.now() - upstreamStarted).toFixed(3)}`);
+    record.upstreamStatus = response.status;
+    return respond(response, "allowed");
+  } catch (error) {
+    const reason = reasonOf(error);
+    if (reason === "internal_error") {
+      console.error(
+        JSON.stringify({ type: "aml-edge.internal-error", requestId, message: describeInternal(error) }),
+      );
+    }
+    if (error instanceof VerificationError && error.issuer !== undefined) {
+      const profile = runtime.issuers.find((candidate) => candidate.config.name === error.issuer);
+      if (profile) record.issuer = profile.config.issuer;
+    }
+    if (error instanceof UpstreamError && error.upstreamStatus !== undefined) {
+      record.upstreamStatus = error.upstreamStatus;
+    }
+    return respond(errorResponse(reason, requestId, runtime.version), reason);
+  }
+}
+
+function reasonOf(error: unknown): ReasonCode {
+  if (
+    error instanceof Denial ||
+    error instanceof PrecheckError ||
+    error instanceof VerificationError ||
+    error instanceof UpstreamError
+  ) {
+    return error.reason;
+  }
+  return "internal_error";
+}
+
+function describeInternal(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}`.slice(0, 300) : "non-error thrown";
+}
+
+type PendingRecord = Omit<AuditRecord, "decision" | "reason" | "status" | "latencyMs">;
+
+function baseRecord(requestId: string, request: Request, url: URL, configVersion: string): PendingRecord {
+  const record: PendingRecord = {
+    type: "aml-edge.audit",
+    v: 1,
+    time: new Date().toISOString(),
+    requestId,
+    method: request.method,
+    path: url.pathname.slice(0, 512),
+    configVersion,
+  };
+  const ray = request.headers.get("cf-ray");
+  if (ray !== null && /^[A-Za-z0-9-]{1,64}$/.test(ray)) record.rayId = ray;
+  return record;
+}
+
+function finishRecord(
+  record: PendingRecord,
+  reason: ReasonCode,
+  status: number,
+  started: number,
+): AuditRecord {
+  const allowed = reason === "allowed" || reason === "status_served";
+  return {
+    ...record,
+    decision: allowed ? "allow" : "deny",
+    reason,
+    status,
+    latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
+  };
+}
+
+/** A refusal: fixed status and description from the reason, RFC 6750 challenge where a bearer token is involved. */
+function errorResponse(reason: ReasonCode, requestId: string, configVersion: string): Response {
+  const info = REASONS[reason];
+  const headers = new Headers({
+    "content-type": "application/json",
+    "cache-control": "no-store",
+    "x-request-id": requestId,
+    "x-aml-edge-config": configVersion,
+  });
+  const bearerError = "bearerError" in info ? info.bearerError : undefined;
+  if (info.status === 401 || bearerError !== undefined) {
+    const challenge = ['Bearer realm="aml-edge"'];
+    if (bearerError) challenge.push(`error="${bearerError}"`, `error_description="${info.description}"`);
+    headers.set("www-authenticate", challenge.join(", "));
+  }
+  const body = {
+    error: bearerError ?? errorName(info.status),
+    error_description: info.description,
+    requestId,
+  };
+  return new Response(JSON.stringify(body), { status: info.status, headers });
+}
+
+function errorName(status: number): string {
+  switch (status) {
+    case 401:
+      return "unauthorized";
+    case 404:
+      return "not_found";
+    case 405:
+      return "method_not_allowed";
+    case 413:
+      return "payload_too_large";
+    case 502:
+      return "bad_gateway";
+    case 503:
+      return "service_unavailable";
+    case 504:
+      return "gateway_timeout";
+    default:
+      return status >= 500 ? "server_error" : "bad_request";
+  }
+}

@@ -1,0 +1,38 @@
+// Where a token may come from: the Authorization header, once. A token anywhere else (query string, cookie, a
+// custom header) or two tokens make the request ambiguous, and an ambiguous request is refused rather than
+// resolved: a proxy that picks one token while a later hop picks another is a smuggling bug (Kong refuses too).
+import { PrecheckError } from "./precheck.ts";
+
+/** Query parameters that carry tokens in the wild (RFC 6750 §2.3 and common variants). */
+const TOKEN_PARAMETERS = new Set(["access_token", "id_token", "token", "jwt", "bearer", "authorization"]);
+/** A JWS header is a JSON object, so its base64url starts with `eyJ` (`{"`); two dots follow in a token. */
+const TOKEN_LIKE = /eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*\./;
+
+export function extractBearerToken(request: Request, url: URL): string {
+  for (const [name, value] of url.searchParams) {
+    if (TOKEN_PARAMETERS.has(name.toLowerCase()) || TOKEN_LIKE.test(value)) {
+      throw new PrecheckError("token_in_unexpected_location", "a token was sent in the query string");
+    }
+  }
+  for (const [name, value] of request.headers) {
+    if (name !== "authorization" && TOKEN_LIKE.test(value)) {
+      throw new PrecheckError("token_in_unexpected_location", `a token was sent in the ${name} header`);
+    }
+  }
+  const authorization = request.headers.get("authorization");
+  if (authorization === null || authorization.trim() === "") {
+    throw new PrecheckError("token_missing", "no Authorization header");
+  }
+  // Repeated Authorization headers reach the Worker joined with ", "; no compact JWS contains a comma.
+  if (authorization.includes(",")) throw new PrecheckError("multiple_tokens", "more than one credential");
+  const match = /^([A-Za-z][A-Za-z0-9-]*)(?: +(.*))?$/.exec(authorization.trim());
+  if (!match) throw new PrecheckError("token_malformed", "Authorization header is malformed");
+  const [, scheme = "", credentials] = match;
+  if (scheme.toLowerCase() !== "bearer") {
+    throw new PrecheckError("unsupported_auth_scheme", "only the Bearer scheme is accepted");
+  }
+  if (credentials === undefined || credentials === "")
+    throw new PrecheckError("token_missing", "empty bearer");
+  if (/\s/.test(credentials)) throw new PrecheckError("multiple_tokens", "more than one credential");
+  return credentials;
+}

@@ -1,0 +1,154 @@
+// The call to Azure ML. Only an allowlist of client headers crosses: the client's Authorization, any pin it was
+// not entitled to, and every identity or forwarding header (in any spelling, underscores included) stay behind,
+// because nothing but the allowlist is ever copied. The endpoint credential is injected here and nowhere else.
+import type { RouteConfig } from "../config/schema.ts";
+import type { ReasonCode } from "./reasons.ts";
+
+/** Client headers that describe the payload; everything else is dropped unless the config adds it. */
+const CONTENT_HEADERS = ["content-type", "content-encoding", "accept", "accept-encoding", "accept-language"];
+/** Upstream response headers returned to the client (plus ours, set by the caller). */
+const RESPONSE_HEADERS = ["content-type", "content-encoding", "retry-after", "x-ms-request-id"];
+/** Azure ML statuses passed through with their Retry-After: model error, throttling, overload. */
+const PASS_THROUGH_RETRY = new Set([424, 429, 503]);
+
+export class UpstreamError extends Error {
+  readonly reason: ReasonCode;
+  readonly upstreamStatus: number | undefined;
+  constructor(reason: ReasonCode, message: string, upstreamStatus?: number) {
+    super(message);
+    this.name = "UpstreamError";
+    this.reason = reason;
+    this.upstreamStatus = upstreamStatus;
+  }
+}
+
+export type SecretEnv = Record<string, unknown>;
+
+/** The bearer credential for the route's endpoint, from Worker secrets. Never logged, never returned. */
+export function upstreamCredential(route: RouteConfig, env: SecretEnv, nowMs: number): string {
+  const auth = route.upstreamAuth;
+  if (auth.mode === "key") {
+    const binding = auth.active === "primary" ? auth.primarySecret : auth.secondarySecret;
+    const key = env[binding];
+    if (typeof key !== "string" || key.length === 0) {
+      throw new UpstreamError("upstream_credential_missing", `secret ${binding} is not set`);
+    }
+    return key;
+  }
+  const token = parseAmlToken(env[auth.tokenSecret]);
+  if (!token)
+    throw new UpstreamError("upstream_credential_missing", `secret ${auth.tokenSecret} is not a token`);
+  if (token.expiresAtMs <= nowMs) {
+    throw new UpstreamError(
+      "upstream_credential_expired",
+      `secret ${auth.tokenSecret} holds an expired token`,
+    );
+  }
+  return token.accessToken;
+}
+
+const amlTokenCache = new Map<string, { accessToken: string; expiresAtMs: number }>();
+
+/** The JSON Azure ML's getToken returns: accessToken, expiryTimeUtc (epoch seconds), refreshAfterTimeUtc. */
+function parseAmlToken(value: unknown): { accessToken: string; expiresAtMs: number } | undefined {
+  if (typeof value !== "string") return undefined;
+  const cached = amlTokenCache.get(value);
+  if (cached) return cached;
+  try {
+    const parsed = JSON.parse(value) as { accessToken?: unknown; expiryTimeUtc?: unknown };
+    if (typeof parsed.accessToken !== "string" || typeof parsed.expiryTimeUtc !== "number") return undefined;
+    const token = { accessToken: parsed.accessToken, expiresAtMs: parsed.expiryTimeUtc * 1000 };
+    amlTokenCache.clear();
+    amlTokenCache.set(value, token);
+    return token;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads the body up to the route's limit; a larger one is refused before anything is sent upstream. */
+export async function readBody(request: Request, maxBytes: number): Promise<ArrayBuffer | null> {
+  const declared = request.headers.get("content-length");
+  if (declared !== null && Number(declared) > maxBytes) {
+    throw new UpstreamError("body_too_large", "declared body exceeds the route limit");
+  }
+  if (!request.body) return null;
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBytes) {
+      await reader.cancel();
+      throw new UpstreamError("body_too_large", "body exceeds the route limit");
+    }
+    chunks.push(value);
+  }
+  const body = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return body.buffer;
+}
+
+export interface UpstreamCall {
+  route: RouteConfig;
+  deployment: string;
+  credential: string;
+  requestId: string;
+  forwardHeaders: readonly string[];
+  body: ArrayBuffer | null;
+}
+
+export function buildUpstreamHeaders(request: Request, call: UpstreamCall): Headers {
+  const headers = new Headers();
+  for (const name of [...CONTENT_HEADERS, ...call.forwardHeaders]) {
+    const value = request.headers.get(name);
+    if (value !== null) headers.set(name, value);
+  }
+  headers.set("authorization", `Bearer ${call.credential}`);
+  headers.set("azureml-model-deployment", call.deployment);
+  headers.set("x-ms-client-request-id", call.requestId);
+  headers.set("x-request-id", call.requestId);
+  return headers;
+}
+
+/** Calls Azure ML and maps its answer: pass-through for success and client errors, 502/504 for failures. */
+export async function callUpstream(request: Request, call: UpstreamCall): Promise<Response> {
+  let response: Response;
+  try {
+    response = await fetch(call.route.scoringUri, {
+      method: request.method,
+      headers: buildUpstreamHeaders(request, call),
+      body: call.body,
+      redirect: "manual",
+      signal: AbortSignal.timeout(call.route.limits.timeoutMs),
+    });
+  } catch (error) {
+    const timedOut = error instanceof Error && (error.name === "TimeoutError" || error.name === "AbortError");
+    throw new UpstreamError(
+      timedOut ? "upstream_timeout" : "upstream_error",
+      timedOut ? "upstream timed out" : "upstream unreachable",
+    );
+  }
+  const status = response.status;
+  if (status === 401 || status === 403) {
+    // Our endpoint key was refused: the client's token is fine, so the client must not see an auth error.
+    await response.body?.cancel();
+    throw new UpstreamError("upstream_auth_failed", "upstream refused the endpoint credential", status);
+  }
+  if ((status >= 500 && !PASS_THROUGH_RETRY.has(status)) || (status >= 300 && status < 400)) {
+    await response.body?.cancel();
+    throw new UpstreamError("upstream_error", `upstream answered ${status}`, status);
+  }
+  const headers = new Headers();
+  for (const name of RESPONSE_HEADERS) {
+    const value = response.headers.get(name);
+    if (value !== null) headers.set(name, value);
+  }
+  return new Response(response.body, { status, headers });
+}
