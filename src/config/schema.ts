@@ -29,7 +29,10 @@ export const MAX_CLOCK_TOLERANCE_SECONDS = 60;
 
 const name = z
   .string()
-  .regex(/^[a-z][a-z0-9-]{0,62}$/, "must be lowercase letters, digits and '-', starting with a letter (≤ 63)");
+  .regex(
+    /^[a-z][a-z0-9-]{0,62}$/,
+    "must be lowercase letters, digits and '-', starting with a letter (≤ 63)",
+  );
 
 /** Azure ML deployment names: 3–32 characters, letters, digits and '-', starting with a letter. */
 const deploymentName = z
@@ -42,7 +45,10 @@ const deploymentName = z
 /** Worker secret binding names, e.g. AML_KEY_PRIMARY. */
 const bindingName = z
   .string()
-  .regex(/^[A-Z][A-Z0-9_]{0,63}$/, "must be a binding name: upper-case letters, digits and '_' (e.g. AML_KEY_PRIMARY)");
+  .regex(
+    /^[A-Z][A-Z0-9_]{0,63}$/,
+    "must be a binding name: upper-case letters, digits and '_' (e.g. AML_KEY_PRIMARY)",
+  );
 
 const claimValues = z.array(z.string().min(1)).min(1, "must list at least one value");
 
@@ -159,8 +165,14 @@ export const routeSchema = z
     /** The exact request path this route serves, e.g. /v1/fraud/score. */
     path: z
       .string()
-      .regex(/^\/(?:[A-Za-z0-9._~-]+\/)*[A-Za-z0-9._~-]*$/, "must be an absolute path of unreserved characters"),
-    methods: z.array(z.enum(["POST", "GET", "PUT"])).min(1).default(["POST"]),
+      .regex(
+        /^\/(?:[A-Za-z0-9._~-]+\/)*[A-Za-z0-9._~-]*$/,
+        "must be an absolute path of unreserved characters",
+      ),
+    methods: z
+      .array(z.enum(["POST", "GET", "PUT"]))
+      .min(1)
+      .default(["POST"]),
     /** The Azure ML endpoint scoring URI. */
     scoringUri: z.url({ error: "must be an absolute URL" }),
     deployments: z
@@ -238,7 +250,9 @@ export const configBundleSchema = z
     /** `local` allows http:// key sets and upstreams on loopback only (aml-edge gateway dev, the sandbox). */
     mode: z.enum(["production", "local"]),
     config: gatewayConfigSchema,
-    keySnapshots: z.record(z.string(), z.object({ fetchedAt: z.string(), jwks: jwksSchema }).strict()).default({}),
+    keySnapshots: z
+      .record(z.string(), z.object({ fetchedAt: z.string(), jwks: jwksSchema }).strict())
+      .default({}),
   })
   .strict();
 export type ConfigBundle = z.infer<typeof configBundleSchema>;
