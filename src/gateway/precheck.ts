@@ -9,7 +9,8 @@ import type { ReasonCode } from "./reasons.ts";
 /** Tokens above this size are refused before any decoding (Workers allow 128 KiB of headers in all). */
 export const MAX_TOKEN_CHARS = 16 * 1024;
 const MAX_KID_CHARS = 256;
-const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+// The payload segment may be empty (RFC 7515 allows an empty payload); a JWT then fails the JSON check.
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+$/;
 
 /** Header members that let a token choose how it is verified, or that a JWT must not use. */
 const FORBIDDEN_HEADER_MEMBERS = [
