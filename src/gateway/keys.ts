@@ -4,7 +4,7 @@
 //
 // A fetch is only ever awaited by the request that started it (or by that request's waitUntil): workerd refuses
 // I/O on behalf of another request, so a shared in-flight promise would hang or throw in a different request.
-import { createLocalJWKSet, type JSONWebKeySet, type JWK } from "jose";
+import { base64url, createLocalJWKSet, type JSONWebKeySet, type JWK } from "jose";
 import type { IssuerConfig } from "../config/schema.ts";
 
 const FETCH_TIMEOUT_MS = 5_000;
@@ -35,7 +35,36 @@ interface Loaded {
   source: KeySource;
 }
 
-/** Keeps only public signature keys of asymmetric types; an `oct` key would reopen HS* confusion. */
+/** RFC 7518 §3.3: RSA keys for the RS and PS algorithms are at least 2048 bits (256 bytes of modulus). */
+const MIN_RSA_MODULUS_BYTES = 256;
+const CURVES: Record<string, ReadonlySet<string>> = {
+  EC: new Set(["P-256", "P-384", "P-521"]),
+  OKP: new Set(["Ed25519"]),
+};
+
+/**
+ * Whether a key is one the gateway will verify with: RSA only with the 65537 exponent and a modulus of at least
+ * 2048 bits (jose checks the size, but nothing in the verify path checks the exponent unless workerd's strict
+ * crypto flag is on), EC and OKP only on named curves.
+ */
+function acceptableKey(jwk: JWK): boolean {
+  if (jwk.kty === "RSA") {
+    if (jwk.e !== "AQAB" || typeof jwk.n !== "string") return false;
+    try {
+      const modulus = base64url.decode(jwk.n);
+      const leadingZeros = modulus.findIndex((byte) => byte !== 0);
+      return leadingZeros >= 0 && modulus.length - leadingZeros >= MIN_RSA_MODULUS_BYTES;
+    } catch {
+      return false;
+    }
+  }
+  return typeof jwk.crv === "string" && (CURVES[jwk.kty as string]?.has(jwk.crv) ?? false);
+}
+
+/**
+ * Keeps only public signature keys of asymmetric types on safe parameters; an `oct` key would reopen HS*
+ * confusion, a weak RSA key would let a forger in.
+ */
 export function sanitizeJwks(value: unknown): JSONWebKeySet {
   if (typeof value !== "object" || value === null || !Array.isArray((value as { keys?: unknown }).keys)) {
     throw new Error("key set has no keys array");
@@ -46,6 +75,7 @@ export function sanitizeJwks(value: unknown): JSONWebKeySet {
     const jwk = key as JWK;
     if (typeof jwk.kty !== "string" || !PUBLIC_KEY_TYPES.has(jwk.kty)) continue;
     if (PRIVATE_MEMBERS.some((member) => Object.hasOwn(jwk, member))) continue;
+    if (!acceptableKey(jwk)) continue;
     keys.push(jwk);
   }
   return { keys };
@@ -58,6 +88,7 @@ export class IssuerKeys {
   #lastError: { at: string; message: string } | null = null;
   #persistedChecked = false;
   #fetches = 0;
+  #generation = 0;
 
   constructor(config: IssuerConfig, snapshot: { fetchedAt: string; jwks: unknown } | undefined) {
     this.#config = config;
@@ -167,8 +198,14 @@ export class IssuerKeys {
     return true;
   }
 
+  /** Changes whenever the key set is replaced, so results verified with an older set can be told apart. */
+  get generation(): number {
+    return this.#generation;
+  }
+
   #install(jwks: JSONWebKeySet, fetchedAtMs: number, source: KeySource): void {
     this.#loaded = { jwks, resolve: createLocalJWKSet(jwks), fetchedAtMs, source };
+    this.#generation += 1;
   }
 }
 
