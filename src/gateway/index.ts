@@ -2,13 +2,13 @@
 // audit. Every path out of `handle` writes exactly one audit record.
 import { type AuditRecord, actorChain, auditSink, hashJti } from "./audit.ts";
 import { grantsFor, tokenRoles } from "./policy.ts";
-import { PrecheckError, precheckToken } from "./precheck.ts";
+import { PrecheckError } from "./precheck.ts";
 import { REASONS, type ReasonCode } from "./reasons.ts";
 import { assignDeployment } from "./routing.ts";
 import { ConfigLoadError, type RuntimeConfig, runtimeConfig } from "./runtime-config.ts";
 import { statusDocument } from "./status.ts";
 import { extractBearerToken } from "./token-location.ts";
-import { callUpstream, readBody, UpstreamError, upstreamCredential } from "./upstream.ts";
+import { callUpstream, limitedBody, UpstreamError, upstreamCredential } from "./upstream.ts";
 import { VerificationError, verifyToken } from "./verify.ts";
 
 export interface GatewayEnv {
@@ -59,20 +59,20 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
   const record = baseRecord(requestId, request, url, runtime.version);
   const timings: string[] = [];
 
+  // Every response passed here was built by the gateway itself, so its headers are mutable and ours to set.
   const respond = (response: Response, reason: ReasonCode): Response => {
-    const headers = new Headers(response.headers);
+    const { headers } = response;
     headers.set("x-request-id", requestId);
     headers.set("x-aml-edge-config", runtime.version);
     if (record.deployment && reason === "allowed") headers.set("x-aml-edge-deployment", record.deployment);
     if (config.serverTiming && timings.length > 0) headers.set("server-timing", timings.join(", "));
     audit.write(finishRecord(record, reason, response.status, started));
-    return new Response(response.body, { status: response.status, headers });
+    return response;
   };
 
   try {
     const verifyStarted = performance.now();
-    const prechecked = precheckToken(extractBearerToken(request, url));
-    const verified = await verifyToken(prechecked, runtime.issuersByIss, waitUntil);
+    const verified = await verifyToken(extractBearerToken(request, url), runtime.issuersByIss, waitUntil);
     timings.push(`verify;dur=${(performance.now() - verifyStarted).toFixed(3)}`);
 
     const { claims } = verified;
@@ -122,7 +122,7 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
     if (assignment.kind === "cohort") record.cohort = assignment.cohort;
 
     const credential = upstreamCredential(route, env, Date.now());
-    const body = await readBody(request, route.limits.maxBodyBytes);
+    const body = await limitedBody(request, route.limits.maxBodyBytes);
     const upstreamStarted = performance.now();
     const response = await callUpstream(request, {
       route,

@@ -9,7 +9,7 @@ const TOKEN_PARAMETERS = new Set(["access_token", "id_token", "token", "jwt", "b
 const TOKEN_LIKE = /eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*\./;
 
 export function extractBearerToken(request: Request, url: URL): string {
-  for (const [name, value] of url.searchParams) {
+  for (const [name, value] of url.search === "" ? [] : url.searchParams) {
     if (TOKEN_PARAMETERS.has(name.toLowerCase()) || TOKEN_LIKE.test(value)) {
       throw new PrecheckError("token_in_unexpected_location", "a token was sent in the query string");
     }

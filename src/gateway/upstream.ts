@@ -66,13 +66,22 @@ function parseAmlToken(value: unknown): { accessToken: string; expiresAtMs: numb
   }
 }
 
-/** Reads the body up to the route's limit; a larger one is refused before anything is sent upstream. */
-export async function readBody(request: Request, maxBytes: number): Promise<ArrayBuffer | null> {
-  const declared = request.headers.get("content-length");
-  if (declared !== null && Number(declared) > maxBytes) {
-    throw new UpstreamError("body_too_large", "declared body exceeds the route limit");
-  }
+/**
+ * The body to send upstream, refused when larger than the route's limit before anything is sent. With a declared
+ * Content-Length the runtime holds the body to that length, so it streams through untouched; without one it is
+ * read and counted here.
+ */
+export async function limitedBody(
+  request: Request,
+  maxBytes: number,
+): Promise<ReadableStream | ArrayBuffer | null> {
   if (!request.body) return null;
+  const declared = request.headers.get("content-length");
+  if (declared !== null && /^[0-9]+$/.test(declared)) {
+    if (Number(declared) > maxBytes)
+      throw new UpstreamError("body_too_large", "declared body exceeds the route limit");
+    return request.body;
+  }
   const reader = request.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -101,7 +110,7 @@ export interface UpstreamCall {
   credential: string;
   requestId: string;
   forwardHeaders: readonly string[];
-  body: ArrayBuffer | null;
+  body: ReadableStream | ArrayBuffer | null;
 }
 
 export function buildUpstreamHeaders(request: Request, call: UpstreamCall): Headers {

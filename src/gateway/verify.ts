@@ -4,7 +4,7 @@
 import { type JWTPayload, jwtVerify } from "jose";
 import { ASYMMETRIC_ALGORITHMS, type IssuerConfig } from "../config/schema.ts";
 import { type IssuerKeys, UnknownKeyError } from "./keys.ts";
-import { PrecheckError, type PrecheckedToken } from "./precheck.ts";
+import { PrecheckError, type PrecheckedToken, precheckToken } from "./precheck.ts";
 import type { ReasonCode } from "./reasons.ts";
 
 export interface IssuerProfile {
@@ -42,7 +42,86 @@ export interface VerifiedToken {
   claims: JWTPayload & Record<string, unknown>;
 }
 
+/**
+ * Successful verifications, by exact token text. Clients reuse one token for many requests, and pre-check plus
+ * verification is most of the gateway's CPU per request (see the benchmark). Only successes are kept: a refusal
+ * is always decided afresh, so nothing about a denial can be replayed from here, and a different spelling of a
+ * token (ECDSA malleability) is just a miss that is verified in full. A hit is honoured only while the issuer
+ * profile (config version) and its key set are the ones that verified it, and the time checks still pass.
+ */
+interface VerifiedEntry {
+  profile: IssuerProfile;
+  keyGeneration: number;
+  claims: JWTPayload & Record<string, unknown>;
+  exp: number;
+  iat: number;
+  cachedUntilMs: number;
+}
+const verified = new Map<string, VerifiedEntry>();
+const MAX_VERIFIED_ENTRIES = 2048;
+const MAX_VERIFIED_AGE_MS = 5 * 60 * 1000;
+
+function cachedVerification(token: string, nowMs: number): VerifiedToken | undefined {
+  const entry = verified.get(token);
+  if (!entry) return undefined;
+  const { profile } = entry;
+  const now = Math.floor(nowMs / 1000);
+  const tolerance = profile.config.clockToleranceSeconds;
+  const maxAge = profile.config.maxTokenAgeSeconds;
+  // nbf and a future iat can only have become valid since; expiry and age can only have run out.
+  const stillValid =
+    nowMs < entry.cachedUntilMs &&
+    entry.keyGeneration === profile.keys.generation &&
+    entry.exp > now - tolerance &&
+    (maxAge === undefined || now - entry.iat - tolerance <= maxAge);
+  if (!stillValid) {
+    verified.delete(token);
+    return undefined;
+  }
+  return { issuer: profile, claims: entry.claims };
+}
+
+function remember(token: string, result: VerifiedToken, nowMs: number): void {
+  if (verified.size >= MAX_VERIFIED_ENTRIES) {
+    // Maps iterate in insertion order: drop the oldest entry.
+    const oldest = verified.keys().next();
+    if (!oldest.done) verified.delete(oldest.value);
+  }
+  const { exp, iat } = result.claims as { exp: number; iat: number };
+  verified.set(token, {
+    profile: result.issuer,
+    keyGeneration: result.issuer.keys.generation,
+    claims: result.claims,
+    exp,
+    iat,
+    cachedUntilMs: nowMs + MAX_VERIFIED_AGE_MS,
+  });
+}
+
+export interface VerifyOptions {
+  /** Use and fill the cache of successful verifications (default). The benchmark turns it off to time a full verify. */
+  cache?: boolean;
+}
+
 export async function verifyToken(
+  token: string,
+  issuersByIss: ReadonlyMap<string, IssuerProfile>,
+  waitUntil: (promise: Promise<unknown>) => void,
+  options: VerifyOptions = {},
+): Promise<VerifiedToken> {
+  const useCache = options.cache ?? true;
+  const nowMs = Date.now();
+  if (useCache) {
+    const hit = cachedVerification(token, nowMs);
+    // The profile must still be the one configured for its issuer: a new config version builds new profiles.
+    if (hit && issuersByIss.get(hit.issuer.config.issuer) === hit.issuer) return hit;
+  }
+  const result = await verifyUncached(precheckToken(token), issuersByIss, waitUntil);
+  if (useCache) remember(token, result, nowMs);
+  return result;
+}
+
+async function verifyUncached(
   prechecked: PrecheckedToken,
   issuersByIss: ReadonlyMap<string, IssuerProfile>,
   waitUntil: (promise: Promise<unknown>) => void,
