@@ -1,5 +1,7 @@
 // Turns the config bundle bound to the Worker into what the request path needs (issuers by `iss`, routes by path,
 // key stores), once per isolate and config version: validation happens when the gateway is built, not per request.
+import { lintConfig } from "../config/lint.ts";
+import { checkReferences } from "../config/references.ts";
 import {
   type ConfigBundle,
   configBundleSchema,
@@ -34,6 +36,17 @@ export function runtimeConfig(source: unknown): RuntimeConfig {
     throw new ConfigLoadError(
       `AML_EDGE_CONFIG is not a valid config bundle: ${first ? `${first.path.join(".")}: ${first.message}` : "invalid"}`,
     );
+  }
+  // The compiler refuses unsafe configs before publishing; the Worker checks again, so a bundle put together any
+  // other way still cannot serve with, say, an HS* algorithm or a rule that matches everyone.
+  const problems = [
+    ...checkReferences(parsed.data.config).map((issue) => issue.message),
+    ...lintConfig(parsed.data.config, { mode: parsed.data.mode })
+      .filter((finding) => finding.severity === "error")
+      .map((finding) => `${finding.path}: ${finding.message}`),
+  ];
+  if (problems.length > 0) {
+    throw new ConfigLoadError(`AML_EDGE_CONFIG fails the config checks: ${problems.slice(0, 5).join("; ")}`);
   }
   const runtime = build(parsed.data);
   cached = { source, runtime };

@@ -5,7 +5,7 @@ import { webcrypto } from "node:crypto";
 import { base64url } from "jose";
 import { expect } from "vitest";
 import { compileConfigBundle, fetchKeySnapshots } from "../../src/config/index.ts";
-import { type GatewayConfigInput, gatewayConfigSchema } from "../../src/config/schema.ts";
+import { type ConfigBundle, type GatewayConfigInput, gatewayConfigSchema } from "../../src/config/schema.ts";
 import { type AuditRecord, type RunningGateway, startGateway } from "../../src/sandbox/gateway-runtime.ts";
 import { type ScoringServer, startScoringServer } from "../../src/sandbox/scoring-server.ts";
 import { type MintOptions, startTokenIssuer, type TokenIssuer } from "../../src/sandbox/token-issuer.ts";
@@ -29,6 +29,8 @@ export interface GatewayFixture {
   github: TokenIssuer;
   scoring: ScoringServer;
   gateway: RunningGateway;
+  /** The compiled config bundle the gateway runs. */
+  bundle: ConfigBundle;
   /** A token from the corp issuer that the policy lets score the credit route; claims may be added or replaced. */
   token(claims?: Record<string, unknown>, options?: MintOptions): Promise<string>;
   /** POST a scoring request to the credit route. */
@@ -144,6 +146,7 @@ export async function startGatewayFixture(options: FixtureOptions = {}): Promise
     github,
     scoring,
     gateway,
+    bundle,
     token: (claims = {}, mintOptions = {}) =>
       corp.mint({ aud: AUDIENCE, sub: "user-1", tid: TENANT, roles: ["ml.score"], ...claims }, mintOptions),
     score: (token, init = {}) =>

@@ -1,6 +1,7 @@
 // The request path end to end: what a served request looks like, what reaches Azure ML, and the status route.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { type GatewayFixture, STATUS_PATH, startGatewayFixture } from "./fixture.ts";
+import { startGateway } from "../../src/sandbox/gateway-runtime.ts";
+import { type GatewayFixture, ROUTE_PATH, STATUS_PATH, startGatewayFixture } from "./fixture.ts";
 
 let fx: GatewayFixture;
 beforeAll(async () => {
@@ -100,5 +101,30 @@ describe("the status route", () => {
     const token = await fx.token();
     const response = await fx.gateway.fetch(STATUS_PATH, { headers: { authorization: `Bearer ${token}` } });
     await fx.expectRefused(response, { status: 403, error: "insufficient_scope", reason: "no_permission" });
+  });
+});
+
+describe("a config bundle that fails the checks", () => {
+  it("serves nothing: every request gets 503 config_invalid and is audited", async () => {
+    const bundle = structuredClone(fx.bundle);
+    const issuer = bundle.config.issuers[0];
+    if (!issuer) throw new Error("fixture has no issuer");
+    issuer.algorithms = ["RS256", "HS256"];
+    const unsafe = await startGateway({ bundle, secrets: {} });
+    try {
+      const response = await unsafe.fetch(ROUTE_PATH, {
+        method: "POST",
+        headers: { authorization: `Bearer ${await fx.token()}` },
+        body: "{}",
+      });
+      expect(response.status).toBe(503);
+      const record = await unsafe.audit.waitFor((r) => r.requestId === response.headers.get("x-request-id"));
+      expect(record).toMatchObject({ decision: "deny", reason: "config_invalid", configVersion: "invalid" });
+      expect(
+        unsafe.logs.some((line) => line.line.includes("hs-algorithm") || line.line.includes("HS256")),
+      ).toBe(true);
+    } finally {
+      await unsafe.dispose();
+    }
   });
 });
