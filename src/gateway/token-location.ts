@@ -7,6 +7,9 @@ import { PrecheckError } from "./precheck.ts";
 const TOKEN_PARAMETERS = new Set(["access_token", "id_token", "token", "jwt", "bearer", "authorization"]);
 /** A JWS header is a JSON object, so its base64url starts with `eyJ` (`{"`); two dots follow in a token. */
 const TOKEN_LIKE = /eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*\./;
+/** `scheme credentials`, as one entry of a repeated Authorization header. */
+const CREDENTIAL = /^[A-Za-z][A-Za-z0-9-]* +[A-Za-z0-9._~+/=-]+$/;
+const TOKEN_CHARACTERS = /^[A-Za-z0-9._~+/=-]+$/;
 
 export function extractBearerToken(request: Request, url: URL): string {
   for (const [name, value] of url.search === "" ? [] : url.searchParams) {
@@ -23,8 +26,15 @@ export function extractBearerToken(request: Request, url: URL): string {
   if (authorization === null || authorization.trim() === "") {
     throw new PrecheckError("token_missing", "no Authorization header");
   }
-  // Repeated Authorization headers reach the Worker joined with ", "; no compact JWS contains a comma.
-  if (authorization.includes(",")) throw new PrecheckError("multiple_tokens", "more than one credential");
+  // Repeated Authorization headers reach the Worker joined with ", ". Only a value whose every part is itself a
+  // credential counts as several tokens; anything else with a comma (a JWS JSON serialization) is just malformed.
+  if (authorization.includes(",")) {
+    const parts = authorization.split(",");
+    if (parts.every((part) => CREDENTIAL.test(part.trim()))) {
+      throw new PrecheckError("multiple_tokens", "more than one credential");
+    }
+    throw new PrecheckError("token_malformed", "Authorization header is malformed");
+  }
   const match = /^([A-Za-z][A-Za-z0-9-]*)(?: +(.*))?$/.exec(authorization.trim());
   if (!match) throw new PrecheckError("token_malformed", "Authorization header is malformed");
   const [, scheme = "", credentials] = match;
@@ -33,6 +43,12 @@ export function extractBearerToken(request: Request, url: URL): string {
   }
   if (credentials === undefined || credentials === "")
     throw new PrecheckError("token_missing", "empty bearer");
-  if (/\s/.test(credentials)) throw new PrecheckError("multiple_tokens", "more than one credential");
+  if (/\s/.test(credentials)) {
+    const several = credentials.split(/\s+/).every((piece) => TOKEN_CHARACTERS.test(piece));
+    throw new PrecheckError(
+      several ? "multiple_tokens" : "token_malformed",
+      several ? "more than one credential" : "bearer value is malformed",
+    );
+  }
   return credentials;
 }

@@ -421,11 +421,11 @@ describe("attack checklist (security.md §1.2)", () => {
       const token = signSegments(fx.corp, kid, header, seg(claims));
       await refused(fx, `b64:false ${label}`, await fx.score(token), INVALID("header_forbidden_member"));
     }
-    // Truly unencoded: the JSON payload sits in the compact token as is. A claims set has commas, which make the
-    // Authorization value a list of credentials; a one-member payload has none and fails the shape check.
+    // Truly unencoded: the JSON payload sits in the compact token as is. Its commas do not make it a list of
+    // credentials (the parts are not credentials), so both forms are malformed tokens.
     const header = jsonSeg({ alg: "RS256", kid, b64: false, crit: ["b64"] });
     const rawClaims = signSegments(fx.corp, kid, header, claims);
-    await refused(fx, "raw JSON claims", await fx.score(rawClaims), BAD_REQUEST("multiple_tokens"));
+    await refused(fx, "raw JSON claims", await fx.score(rawClaims), INVALID("token_malformed"));
     const rawMember = signSegments(fx.corp, kid, header, `{"sub":"admin"}`);
     await refused(fx, "raw one-member JSON", await fx.score(rawMember), INVALID("token_malformed"));
   });
@@ -460,13 +460,13 @@ describe("attack checklist (security.md §1.2)", () => {
       .addSignature(key)
       .setProtectedHeader({ alg: "RS256", kid })
       .sign();
-    // Both are validly signed by the issuer. Every JSON serialization has more than one member, so its commas
-    // make the Authorization value look like a list of credentials: refused as ambiguous before any decoding.
+    // Both are validly signed by the issuer, and both are refused as malformed before any decoding: a JSON
+    // serialization's commas do not make it a list of credentials.
     for (const [label, value] of [
       ["flattened", JSON.stringify(flattened)],
       ["general", JSON.stringify(general)],
     ] as const) {
-      await refused(fx, label, await fx.score(value), BAD_REQUEST("multiple_tokens"));
+      await refused(fx, label, await fx.score(value), INVALID("token_malformed"));
     }
   });
 
