@@ -14,7 +14,7 @@ import {
 } from "miniflare";
 import { bundleGateway } from "../build/gateway-bundle.ts";
 import { CONFIG_BINDING, type ConfigBundle } from "../config/schema.ts";
-import { errorText, isLoopbackHostname, LOOPBACK_HOST } from "./http-server.ts";
+import { AddressInUseError, errorText, isLoopbackHostname, LOOPBACK_HOST } from "./http-server.ts";
 
 export const AUDIT_RECORD_TYPE = "aml-edge.audit";
 /** A date the bundled workerd supports; Miniflare refuses dates newer than its runtime. */
@@ -69,6 +69,12 @@ export interface StartGatewayOptions {
   compatibilityFlags?: string[];
   /** How outbound requests are forwarded once allowed (e.g. a fetch that trusts the sandbox CA). Default: fetch. */
   forwardFetch?: typeof fetch;
+  /**
+   * Miniflare's default: on SIGINT or SIGTERM it stops workerd and exits the process at once, before any async
+   * cleanup of the caller's can run. false removes those handlers; the caller then owns the signals and must
+   * dispose() on them (workerd is still stopped when the process exits).
+   */
+  exitOnSignal?: boolean;
   /** Called with every audit record as it arrives. */
   onAudit?: (record: AuditRecord) => void;
   /** Called with every other line the runtime writes. */
@@ -114,6 +120,7 @@ const DROPPED_RESPONSE_HEADERS = new Set([
   "connection",
 ]);
 const MAX_LOG_LINES = 1000;
+const SIGNALS = ["SIGINT", "SIGTERM"] as const;
 
 export async function startGateway(options: StartGatewayOptions): Promise<RunningGateway> {
   const script = options.script ?? (await bundleGateway());
@@ -230,12 +237,22 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
   };
 
   const started = performance.now();
+  const signalListeners = new Map(SIGNALS.map((signal) => [signal, new Set(process.listeners(signal))]));
   const miniflare = new Miniflare(miniflareOptions());
+  if (options.exitOnSignal === false) {
+    for (const [signal, before] of signalListeners) {
+      for (const listener of process.listeners(signal)) {
+        if (!before.has(listener)) process.removeListener(signal, listener);
+      }
+    }
+  }
   let url: URL;
   try {
     url = await miniflare.ready;
   } catch (error) {
     await miniflare.dispose().catch(() => {});
+    if ((error as { code?: unknown }).code === "ERR_ADDRESS_IN_USE")
+      throw new AddressInUseError(options.port ?? 0);
     throw error;
   }
   const startupMs = Math.round(performance.now() - started);
