@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 // The `aml-edge` executable: wires the process (arguments, output, environment, signals) to runCli, nothing more.
 import { runCli } from "./cli.ts";
 
