@@ -229,7 +229,9 @@ function upstreamSecrets(
     }
     secrets[binding] = chosen;
     const origin = fromEnv !== undefined ? "from the environment" : "from the local endpoint";
-    lines.push(`upstream ${label} ${binding} (route ${route.name}, ${origin}): ${keyFingerprint(chosen)}`);
+    lines.push(
+      `upstream secret ${binding} (route ${route.name}, ${label}, ${origin}): ${keyFingerprint(chosen)}`,
+    );
   };
   for (const route of config.routes) {
     const standIn = scoring.get(route.name);

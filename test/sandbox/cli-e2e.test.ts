@@ -73,7 +73,11 @@ describe("aml-edge gateway dev on src/examples/gateway.yaml", () => {
     expect(predictions[0]?.probability).toBeLessThan(1);
 
     await cli.waitForLine(/^audit allow 200 allowed route=credit/);
-    expect(cli.out.filter((l) => /^upstream (primary|secondary) key/.test(l))).toHaveLength(2);
+    expect(
+      cli.out.filter((l) =>
+        /^upstream secret AML_KEY_(PRIMARY|SECONDARY) \(route credit, .*\): sha256:[0-9a-f]{16}$/.test(l),
+      ),
+    ).toHaveLength(2);
     expect([...cli.out, ...cli.err].join("\n")).not.toContain(token);
 
     cli.proc.kill("SIGTERM");

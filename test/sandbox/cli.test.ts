@@ -173,9 +173,11 @@ describe("aml-edge gateway dev (in-process)", () => {
       const printed = [...run.out, ...run.err].join("\n");
       expect(printed).not.toContain(token);
       expect(printed).toMatch(
-        /upstream primary key, in use CREDIT_KEY_A \(route credit, from the local endpoint\): sha256:[0-9a-f]{16}/,
+        /^upstream secret CREDIT_KEY_A \(route credit, primary key, in use, from the local endpoint\): sha256:[0-9a-f]{16}$/m,
       );
-      expect(printed).toMatch(/upstream secondary key CREDIT_KEY_B .*: sha256:[0-9a-f]{16}/);
+      expect(printed).toMatch(
+        /^upstream secret CREDIT_KEY_B \(route credit, secondary key, from the local endpoint\): sha256:[0-9a-f]{16}$/m,
+      );
     } finally {
       run.stop();
     }
@@ -197,7 +199,7 @@ describe("aml-edge gateway dev (in-process)", () => {
     try {
       const curl = parseCurl(await run.waitForLine(/^curl /));
       expect(run.out).toContain(
-        `upstream primary key, in use CREDIT_KEY_A (route credit, from the environment): ${keyFingerprint(env.CREDIT_KEY_A)}`,
+        `upstream secret CREDIT_KEY_A (route credit, primary key, in use, from the environment): ${keyFingerprint(env.CREDIT_KEY_A)}`,
       );
       // The stand-in accepts the environment's key directly, so the two agree.
       const direct = await fetch(`http://127.0.0.1:${port}/score`, {
