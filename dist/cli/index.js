@@ -7399,7 +7399,6 @@ var package_default = {
     "@cloudflare/workers-types": "5.20261117.1",
     "@types/node": "24.19.2",
     esbuild: "0.28.2",
-    miniflare: "4.20260730.0",
     node: "24.21.0",
     typescript: "7.0.2",
     vitest: "5.1.1"
@@ -7407,6 +7406,7 @@ var package_default = {
   dependencies: {
     "@humanwhocodes/momoa": "3.3.13",
     jose: "6.2.18",
+    miniflare: "4.20260730.0",
     yaml: "2.9.1",
     zod: "4.6.7"
   },

@@ -2380,7 +2380,6 @@ var REASONS = {
   upstream_auth_failed: { status: 502, description: "the upstream is not available" },
   upstream_error: { status: 502, description: "the upstream failed" },
   upstream_timeout: { status: 504, description: "the upstream did not answer in time" },
-  upstream_response: { status: 200, description: "passed through" },
   no_deployment: { status: 503, description: "no deployment takes traffic on this route" },
   config_invalid: { status: 503, description: "the gateway is not configured" },
   internal_error: { status: 500, description: "internal error" }
@@ -23352,9 +23351,12 @@ async function callUpstream(request, call) {
 // src/gateway/index.ts
 var Denial = class extends Error {
   reason;
-  constructor(reason) {
+  /** For 405: the methods the path accepts (RFC 9110 §15.5.6 requires an Allow header). */
+  allow;
+  constructor(reason, allow) {
     super(reason);
     this.reason = reason;
+    this.allow = allow;
   }
 };
 var index_default = {
@@ -23417,7 +23419,7 @@ async function handle(request, env, ctx) {
     const grants = grantsFor(config2.policy, caller);
     record2.roles = grants.roles;
     if (url2.pathname === config2.status.path) {
-      if (request.method !== "GET") throw new Denial("method_not_allowed");
+      if (request.method !== "GET") throw new Denial("method_not_allowed", ["GET"]);
       if (!grants.has("read-status")) throw new Denial("no_permission");
       const document = await statusDocument(runtime, env);
       return respond(Response.json(document, { headers: { "cache-control": "no-store" } }), "status_served");
@@ -23469,7 +23471,9 @@ async function handle(request, env, ctx) {
     if (error62 instanceof UpstreamError && error62.upstreamStatus !== void 0) {
       record2.upstreamStatus = error62.upstreamStatus;
     }
-    return respond(errorResponse(reason, requestId, runtime.version), reason);
+    const response = errorResponse(reason, requestId, runtime.version);
+    if (error62 instanceof Denial && error62.allow) response.headers.set("allow", error62.allow.join(", "));
+    return respond(response, reason);
   }
 }
 function reasonOf(error62) {

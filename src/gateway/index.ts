@@ -19,9 +19,12 @@ export interface GatewayEnv {
 /** A refusal decided by the gateway itself (policy, routing, limits). */
 class Denial extends Error {
   readonly reason: ReasonCode;
-  constructor(reason: ReasonCode) {
+  /** For 405: the methods the path accepts (RFC 9110 §15.5.6 requires an Allow header). */
+  readonly allow: readonly string[] | undefined;
+  constructor(reason: ReasonCode, allow?: readonly string[]) {
     super(reason);
     this.reason = reason;
+    this.allow = allow;
   }
 }
 
@@ -93,7 +96,7 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
     record.roles = grants.roles;
 
     if (url.pathname === config.status.path) {
-      if (request.method !== "GET") throw new Denial("method_not_allowed");
+      if (request.method !== "GET") throw new Denial("method_not_allowed", ["GET"]);
       if (!grants.has("read-status")) throw new Denial("no_permission");
       const document = await statusDocument(runtime, env);
       return respond(Response.json(document, { headers: { "cache-control": "no-store" } }), "status_served");
@@ -149,7 +152,9 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
     if (error instanceof UpstreamError && error.upstreamStatus !== undefined) {
       record.upstreamStatus = error.upstreamStatus;
     }
-    return respond(errorResponse(reason, requestId, runtime.version), reason);
+    const response = errorResponse(reason, requestId, runtime.version);
+    if (error instanceof Denial && error.allow) response.headers.set("allow", error.allow.join(", "));
+    return respond(response, reason);
   }
 }
 

@@ -65,7 +65,6 @@ export const REASONS = {
   upstream_auth_failed: { status: 502, description: "the upstream is not available" },
   upstream_error: { status: 502, description: "the upstream failed" },
   upstream_timeout: { status: 504, description: "the upstream did not answer in time" },
-  upstream_response: { status: 200, description: "passed through" },
   no_deployment: { status: 503, description: "no deployment takes traffic on this route" },
   config_invalid: { status: 503, description: "the gateway is not configured" },
   internal_error: { status: 500, description: "internal error" },

@@ -146,11 +146,12 @@ describe("upstream answers and limits (key auth, primary)", () => {
     expect(record.route).toBeUndefined();
   });
 
-  it("answers 405 method_not_allowed for GET on the POST route", async () => {
+  it("answers 405 method_not_allowed, with Allow, for GET on the POST route", async () => {
     const response = await fx.gateway.fetch(ROUTE_PATH, {
       method: "GET",
       headers: { authorization: `Bearer ${await fx.token()}` },
     });
+    expect(response.headers.get("allow")).toBe("POST");
     const record = await fx.expectRefused(response, {
       status: 405,
       error: null,
