@@ -23428,7 +23428,7 @@ async function handle(request, env, ctx) {
     if (!route) throw new Denial("route_not_found");
     record2.route = route.name;
     if (!route.methods.includes(request.method))
-      throw new Denial("method_not_allowed");
+      throw new Denial("method_not_allowed", route.methods);
     if (!grants.has("score", route.name)) throw new Denial("no_permission");
     const pin = request.headers.get("azureml-model-deployment");
     let pinned;

@@ -106,7 +106,7 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
     if (!route) throw new Denial("route_not_found");
     record.route = route.name;
     if (!(route.methods as readonly string[]).includes(request.method))
-      throw new Denial("method_not_allowed");
+      throw new Denial("method_not_allowed", route.methods);
     if (!grants.has("score", route.name)) throw new Denial("no_permission");
 
     // A pin from a caller without pin-deployment is ignored (it never reaches Azure ML: headers are allowlisted).
