@@ -108,6 +108,78 @@ function grantsFor(policy, caller) {
   };
 }
 
+// src/gateway/routing.ts
+var encoder2 = new TextEncoder();
+async function stickyPoint(issuer, key) {
+  const digest = await crypto.subtle.digest("SHA-256", encoder2.encode(`${issuer}
+${key}`));
+  return new DataView(digest).getUint32(0) / 2 ** 32;
+}
+function pickByWeight(deployments, point) {
+  const total = deployments.reduce((sum, deployment) => sum + deployment.weight, 0);
+  if (total <= 0) return void 0;
+  let cumulative = 0;
+  const target = point * total;
+  for (const deployment of deployments) {
+    if (deployment.weight <= 0) continue;
+    cumulative += deployment.weight;
+    if (target < cumulative) return deployment.name;
+  }
+  return deployments.findLast((deployment) => deployment.weight > 0)?.name;
+}
+async function assignDeployment(route, caller, pinned, point) {
+  if (pinned !== void 0) return { kind: "pinned", deployment: pinned };
+  for (const cohort of route.cohorts) {
+    if (principalMatches(cohort.match, caller)) {
+      return { kind: "cohort", deployment: cohort.deployment, cohort: cohort.name };
+    }
+  }
+  const deployment = pickByWeight(route.deployments, await point());
+  return deployment === void 0 ? { kind: "none" } : { kind: "weighted", deployment };
+}
+
+// src/gateway/caller.ts
+var contexts = /* @__PURE__ */ new WeakMap();
+async function callerContext(verified2, policy) {
+  const known = contexts.get(verified2.claims);
+  if (known) return known;
+  const { claims } = verified2;
+  const issuer = verified2.issuer.config;
+  const caller = { issuerName: issuer.name, claims, roles: tokenRoles(claims, issuer.roleClaims) };
+  const identity = { issuer: issuer.issuer };
+  if (typeof claims.sub === "string") identity.subject = claims.sub;
+  if (typeof claims.oid === "string") identity.oid = claims.oid;
+  if (typeof claims.tid === "string") identity.tid = claims.tid;
+  const appId = claims.azp ?? claims.appid;
+  if (typeof appId === "string") identity.appId = appId;
+  const actors = actorChain(claims);
+  if (actors) identity.actors = actors;
+  if (typeof claims.jti === "string") identity.jtiHash = await hashJti(issuer.issuer, claims.jti);
+  const points = /* @__PURE__ */ new Map();
+  const context = {
+    caller,
+    grants: grantsFor(policy, caller),
+    identity,
+    async stickyPoint(route) {
+      const claimName = route.sticky.claim;
+      const claimValue = claimName === void 0 ? void 0 : claims[claimName];
+      const useClaim = typeof claimValue === "string" || typeof claimValue === "number";
+      const memoKey = useClaim ? `claim:${claimName}` : "sub";
+      let point = points.get(memoKey);
+      if (point === void 0) {
+        point = await stickyPoint(
+          String(claims.iss),
+          useClaim ? String(claimValue) : String(claims.sub ?? "")
+        );
+        points.set(memoKey, point);
+      }
+      return point;
+    }
+  };
+  contexts.set(claims, context);
+  return context;
+}
+
 // node_modules/@humanwhocodes/momoa/dist/momoa.js
 var CHAR_0 = 48;
 var CHAR_1 = 49;
@@ -1580,7 +1652,7 @@ function parse(text, options) {
 }
 
 // node_modules/jose/dist/webapi/lib/buffer_utils.js
-var encoder2 = new TextEncoder();
+var encoder3 = new TextEncoder();
 var decoder = new TextDecoder();
 var strictDecoder = new TextDecoder("utf-8", { fatal: true });
 var UINT32_RANGE = 2 ** 32;
@@ -1596,7 +1668,7 @@ function encode(string4) {
   if (typeof string4 == "string" && string4.length >= 128) {
     if (NON_ASCII.test(string4))
       throw new TypeError("non-ASCII string encountered in encode()");
-    return encoder2.encode(string4);
+    return encoder3.encode(string4);
   }
   const bytes = new Uint8Array(string4.length);
   for (let i = 0; i < string4.length; i++) {
@@ -1717,7 +1789,7 @@ function decode(input2) {
   }
 }
 function encode2(input2) {
-  return encodeBase64(typeof input2 == "string" ? encoder2.encode(input2) : input2, true);
+  return encodeBase64(typeof input2 == "string" ? encoder3.encode(input2) : input2, true);
 }
 
 // node_modules/jose/dist/webapi/lib/validate.js
@@ -2384,39 +2456,6 @@ var REASONS = {
   config_invalid: { status: 503, description: "the gateway is not configured" },
   internal_error: { status: 500, description: "internal error" }
 };
-
-// src/gateway/routing.ts
-var encoder3 = new TextEncoder();
-async function stickyPoint(issuer, key) {
-  const digest = await crypto.subtle.digest("SHA-256", encoder3.encode(`${issuer}
-${key}`));
-  return new DataView(digest).getUint32(0) / 2 ** 32;
-}
-function pickByWeight(deployments, point) {
-  const total = deployments.reduce((sum, deployment) => sum + deployment.weight, 0);
-  if (total <= 0) return void 0;
-  let cumulative = 0;
-  const target = point * total;
-  for (const deployment of deployments) {
-    if (deployment.weight <= 0) continue;
-    cumulative += deployment.weight;
-    if (target < cumulative) return deployment.name;
-  }
-  return deployments.findLast((deployment) => deployment.weight > 0)?.name;
-}
-async function assignDeployment(route, caller, pinned) {
-  if (pinned !== void 0) return { kind: "pinned", deployment: pinned };
-  for (const cohort of route.cohorts) {
-    if (principalMatches(cohort.match, caller)) {
-      return { kind: "cohort", deployment: cohort.deployment, cohort: cohort.name };
-    }
-  }
-  const claimValue = route.sticky.claim === void 0 ? void 0 : caller.claims[route.sticky.claim];
-  const key = typeof claimValue === "string" || typeof claimValue === "number" ? String(claimValue) : caller.claims.sub;
-  const iss = String(caller.claims.iss);
-  const deployment = pickByWeight(route.deployments, await stickyPoint(iss, String(key ?? "")));
-  return deployment === void 0 ? { kind: "none" } : { kind: "weighted", deployment };
-}
 
 // src/config/errors.ts
 var PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_-]*$/;
@@ -23223,7 +23262,7 @@ function extractBearerToken(request, url2) {
 }
 
 // src/gateway/upstream.ts
-var CONTENT_HEADERS = ["content-type", "content-encoding", "accept", "accept-encoding", "accept-language"];
+var CONTENT_HEADERS = ["content-type", "content-encoding", "accept"];
 var RESPONSE_HEADERS = ["content-type", "content-encoding", "retry-after", "x-ms-request-id"];
 var PASS_THROUGH_RETRY = /* @__PURE__ */ new Set([424, 429, 503]);
 var UpstreamError = class extends Error {
@@ -23311,10 +23350,11 @@ function buildUpstreamHeaders(request, call) {
   headers.set("authorization", `Bearer ${call.credential}`);
   headers.set("azureml-model-deployment", call.deployment);
   headers.set("x-ms-client-request-id", call.requestId);
-  headers.set("x-request-id", call.requestId);
   return headers;
 }
 async function callUpstream(request, call) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), call.route.limits.timeoutMs);
   let response;
   try {
     response = await fetch(call.route.scoringUri, {
@@ -23322,14 +23362,16 @@ async function callUpstream(request, call) {
       headers: buildUpstreamHeaders(request, call),
       body: call.body,
       redirect: "manual",
-      signal: AbortSignal.timeout(call.route.limits.timeoutMs)
+      signal: controller.signal
     });
-  } catch (error62) {
-    const timedOut = error62 instanceof Error && (error62.name === "TimeoutError" || error62.name === "AbortError");
+  } catch {
+    const timedOut = controller.signal.aborted;
     throw new UpstreamError(
       timedOut ? "upstream_timeout" : "upstream_error",
       timedOut ? "upstream timed out" : "upstream unreachable"
     );
+  } finally {
+    clearTimeout(timer);
   }
   const status = response.status;
   if (status === 401 || status === 403) {
@@ -23403,20 +23445,8 @@ async function handle(request, env, ctx) {
     const verifyStarted = performance.now();
     const verified2 = await verifyToken(extractBearerToken(request, url2), runtime.issuersByIss, waitUntil);
     timings.push(`verify;dur=${(performance.now() - verifyStarted).toFixed(3)}`);
-    const { claims } = verified2;
-    const issuerName = verified2.issuer.config.name;
-    record2.issuer = verified2.issuer.config.issuer;
-    if (typeof claims.sub === "string") record2.subject = claims.sub;
-    if (typeof claims.oid === "string") record2.oid = claims.oid;
-    if (typeof claims.tid === "string") record2.tid = claims.tid;
-    const appId = claims.azp ?? claims.appid;
-    if (typeof appId === "string") record2.appId = appId;
-    const actors = actorChain(claims);
-    if (actors) record2.actors = actors;
-    if (typeof claims.jti === "string")
-      record2.jtiHash = await hashJti(verified2.issuer.config.issuer, claims.jti);
-    const caller = { issuerName, claims, roles: tokenRoles(claims, verified2.issuer.config.roleClaims) };
-    const grants = grantsFor(config2.policy, caller);
+    const { caller, grants, identity, stickyPoint: stickyPoint2 } = await callerContext(verified2, config2.policy);
+    Object.assign(record2, identity);
     record2.roles = grants.roles;
     if (url2.pathname === config2.status.path) {
       if (request.method !== "GET") throw new Denial("method_not_allowed", ["GET"]);
@@ -23438,7 +23468,7 @@ async function handle(request, env, ctx) {
       }
       pinned = pin;
     }
-    const assignment = await assignDeployment(route, caller, pinned);
+    const assignment = await assignDeployment(route, caller, pinned, () => stickyPoint2(route));
     if (assignment.kind === "none") throw new Denial("no_deployment");
     record2.deployment = assignment.deployment;
     record2.assignment = assignment.kind;

@@ -1,7 +1,7 @@
 // The aml-edge gateway Worker. Per request: pre-check → verify → authorize → route → call Azure ML → respond →
 // audit. Every path out of `handle` writes exactly one audit record.
-import { type AuditRecord, actorChain, auditSink, hashJti } from "./audit.ts";
-import { grantsFor, tokenRoles } from "./policy.ts";
+import { type AuditRecord, auditSink } from "./audit.ts";
+import { callerContext } from "./caller.ts";
 import { PrecheckError } from "./precheck.ts";
 import { REASONS, type ReasonCode } from "./reasons.ts";
 import { assignDeployment } from "./routing.ts";
@@ -78,21 +78,8 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
     const verified = await verifyToken(extractBearerToken(request, url), runtime.issuersByIss, waitUntil);
     timings.push(`verify;dur=${(performance.now() - verifyStarted).toFixed(3)}`);
 
-    const { claims } = verified;
-    const issuerName = verified.issuer.config.name;
-    record.issuer = verified.issuer.config.issuer;
-    if (typeof claims.sub === "string") record.subject = claims.sub;
-    if (typeof claims.oid === "string") record.oid = claims.oid;
-    if (typeof claims.tid === "string") record.tid = claims.tid;
-    const appId = claims.azp ?? claims.appid;
-    if (typeof appId === "string") record.appId = appId;
-    const actors = actorChain(claims);
-    if (actors) record.actors = actors;
-    if (typeof claims.jti === "string")
-      record.jtiHash = await hashJti(verified.issuer.config.issuer, claims.jti);
-
-    const caller = { issuerName, claims, roles: tokenRoles(claims, verified.issuer.config.roleClaims) };
-    const grants = grantsFor(config.policy, caller);
+    const { caller, grants, identity, stickyPoint } = await callerContext(verified, config.policy);
+    Object.assign(record, identity);
     record.roles = grants.roles;
 
     if (url.pathname === config.status.path) {
@@ -118,7 +105,7 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
       }
       pinned = pin;
     }
-    const assignment = await assignDeployment(route, caller, pinned);
+    const assignment = await assignDeployment(route, caller, pinned, () => stickyPoint(route));
     if (assignment.kind === "none") throw new Denial("no_deployment");
     record.deployment = assignment.deployment;
     record.assignment = assignment.kind;

@@ -36,6 +36,7 @@ export async function assignDeployment(
   route: RouteConfig,
   caller: Caller,
   pinned: string | undefined,
+  point: () => Promise<number>,
 ): Promise<Assignment> {
   if (pinned !== undefined) return { kind: "pinned", deployment: pinned };
   for (const cohort of route.cohorts) {
@@ -43,10 +44,6 @@ export async function assignDeployment(
       return { kind: "cohort", deployment: cohort.deployment, cohort: cohort.name };
     }
   }
-  const claimValue = route.sticky.claim === undefined ? undefined : caller.claims[route.sticky.claim];
-  const key =
-    typeof claimValue === "string" || typeof claimValue === "number" ? String(claimValue) : caller.claims.sub;
-  const iss = String(caller.claims.iss);
-  const deployment = pickByWeight(route.deployments, await stickyPoint(iss, String(key ?? "")));
+  const deployment = pickByWeight(route.deployments, await point());
   return deployment === undefined ? { kind: "none" } : { kind: "weighted", deployment };
 }

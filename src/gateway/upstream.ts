@@ -5,7 +5,7 @@ import type { RouteConfig } from "../config/schema.ts";
 import type { ReasonCode } from "./reasons.ts";
 
 /** Client headers that describe the payload; everything else is dropped unless the config adds it. */
-const CONTENT_HEADERS = ["content-type", "content-encoding", "accept", "accept-encoding", "accept-language"];
+const CONTENT_HEADERS = ["content-type", "content-encoding", "accept"];
 /** Upstream response headers returned to the client (plus ours, set by the caller). */
 const RESPONSE_HEADERS = ["content-type", "content-encoding", "retry-after", "x-ms-request-id"];
 /** Azure ML statuses passed through with their Retry-After: model error, throttling, overload. */
@@ -121,13 +121,17 @@ export function buildUpstreamHeaders(request: Request, call: UpstreamCall): Head
   }
   headers.set("authorization", `Bearer ${call.credential}`);
   headers.set("azureml-model-deployment", call.deployment);
+  // Azure's correlation header: the gateway's request id shows up in Azure ML's own logs.
   headers.set("x-ms-client-request-id", call.requestId);
-  headers.set("x-request-id", call.requestId);
   return headers;
 }
 
 /** Calls Azure ML and maps its answer: pass-through for success and client errors, 502/504 for failures. */
 export async function callUpstream(request: Request, call: UpstreamCall): Promise<Response> {
+  // The limit is on the time to the upstream's response headers. The timer is cleared as soon as they arrive
+  // (AbortSignal.timeout would leave a timer pending for the full limit after every request).
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), call.route.limits.timeoutMs);
   let response: Response;
   try {
     response = await fetch(call.route.scoringUri, {
@@ -135,14 +139,16 @@ export async function callUpstream(request: Request, call: UpstreamCall): Promis
       headers: buildUpstreamHeaders(request, call),
       body: call.body,
       redirect: "manual",
-      signal: AbortSignal.timeout(call.route.limits.timeoutMs),
+      signal: controller.signal,
     });
-  } catch (error) {
-    const timedOut = error instanceof Error && (error.name === "TimeoutError" || error.name === "AbortError");
+  } catch {
+    const timedOut = controller.signal.aborted;
     throw new UpstreamError(
       timedOut ? "upstream_timeout" : "upstream_error",
       timedOut ? "upstream timed out" : "upstream unreachable",
     );
+  } finally {
+    clearTimeout(timer);
   }
   const status = response.status;
   if (status === 401 || status === 403) {
