@@ -22801,45 +22801,50 @@ function strings(values) {
   return values.filter((value) => typeof value === "string");
 }
 
-// src/gateway/keys.ts
-var FETCH_TIMEOUT_MS = 5e3;
-var MAX_JWKS_BYTES = 256 * 1024;
+// src/config/jwks.ts
 var MAX_KEYS = 100;
 var PUBLIC_KEY_TYPES = /* @__PURE__ */ new Set(["RSA", "EC", "OKP"]);
-var PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+var PRIVATE_MEMBERS = /* @__PURE__ */ new Set(["d", "p", "q", "dp", "dq", "qi", "oth", "k"]);
 var MIN_RSA_MODULUS_BYTES = 256;
 var CURVES = {
   EC: /* @__PURE__ */ new Set(["P-256", "P-384", "P-521"]),
   OKP: /* @__PURE__ */ new Set(["Ed25519"])
 };
-function acceptableKey(jwk) {
+function hasSafeParameters(jwk) {
   if (jwk.kty === "RSA") {
     if (jwk.e !== "AQAB" || typeof jwk.n !== "string") return false;
     try {
       const modulus = base64url_exports.decode(jwk.n);
-      const leadingZeros = modulus.findIndex((byte) => byte !== 0);
-      return leadingZeros >= 0 && modulus.length - leadingZeros >= MIN_RSA_MODULUS_BYTES;
+      const firstNonZero = modulus.findIndex((byte) => byte !== 0);
+      return firstNonZero >= 0 && modulus.length - firstNonZero >= MIN_RSA_MODULUS_BYTES;
     } catch {
       return false;
     }
   }
   return typeof jwk.crv === "string" && (CURVES[jwk.kty]?.has(jwk.crv) ?? false);
 }
-function sanitizeJwks(value) {
+function publicSigningKeys(value) {
   if (typeof value !== "object" || value === null || !Array.isArray(value.keys)) {
     throw new Error("key set has no keys array");
   }
   const keys = [];
-  for (const key of value.keys.slice(0, MAX_KEYS)) {
-    if (typeof key !== "object" || key === null) continue;
-    const jwk = key;
+  for (const candidate of value.keys.slice(0, MAX_KEYS)) {
+    if (typeof candidate !== "object" || candidate === null) continue;
+    const jwk = candidate;
     if (typeof jwk.kty !== "string" || !PUBLIC_KEY_TYPES.has(jwk.kty)) continue;
-    if (PRIVATE_MEMBERS.some((member) => Object.hasOwn(jwk, member))) continue;
-    if (!acceptableKey(jwk)) continue;
-    keys.push(jwk);
+    if (jwk.use !== void 0 && jwk.use !== "sig") continue;
+    if (!hasSafeParameters(jwk)) continue;
+    keys.push(
+      Object.fromEntries(Object.entries(jwk).filter(([member]) => !PRIVATE_MEMBERS.has(member)))
+    );
   }
   return { keys };
 }
+
+// src/gateway/keys.ts
+var FETCH_TIMEOUT_MS = 5e3;
+var MAX_JWKS_BYTES = 256 * 1024;
+var sanitizeJwks = publicSigningKeys;
 var IssuerKeys = class {
   #config;
   #loaded;

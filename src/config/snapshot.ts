@@ -1,6 +1,7 @@
 // Takes a snapshot of each issuer's key set when a config is compiled, so that it ships inside the Worker version
 // and a cold isolate can verify its first request without a fetch. Only public signing keys are kept: a key set
 // that (wrongly) publishes a private or symmetric key must not copy it into a bundle that is stored and shipped.
+import { publicSigningKeys } from "./jwks.ts";
 import { type ConfigBundle, type GatewayConfig, jwksSchema } from "./schema.ts";
 
 export interface FetchKeySnapshotsOptions {
@@ -33,9 +34,6 @@ class KeySetProblem extends Error {}
 const DEFAULT_TIMEOUT_MS = 5_000;
 /** Real key sets are a few KiB; a cap keeps a misconfigured URL (a web page, a large file) out of the bundle. */
 const MAX_JWKS_BYTES = 256 * 1024;
-const PUBLIC_KEY_TYPES = new Set(["RSA", "EC", "OKP"]);
-/** Private members of RSA (d, p, q, dp, dq, qi, oth), EC and OKP (d) keys, and a symmetric key's k. */
-const PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /** Fetches every issuer's key set; throws one KeySnapshotError naming each issuer and URL that failed. */
 export async function fetchKeySnapshots(
@@ -117,15 +115,11 @@ async function fetchPublicKeySet(
     );
   }
 
-  const keys = parsed.data.keys
-    .filter((key) => PUBLIC_KEY_TYPES.has(key.kty) && (key.use === undefined || key.use === "sig"))
-    .map((key) =>
-      Object.fromEntries(Object.entries(key).filter(([member]) => !PRIVATE_MEMBERS.includes(member))),
-    )
-    .map((key) => jwksSchema.shape.keys.element.parse(key));
+  // The same rule the Worker applies to keys it fetches, so a snapshot never ships a key the Worker would refuse.
+  const keys = publicSigningKeys(parsed.data).keys.map((key) => jwksSchema.shape.keys.element.parse(key));
   if (keys.length === 0) {
     throw new KeySetProblem(
-      "holds no public signing key (kty RSA, EC or OKP, use absent or sig); tokens could not be verified",
+      "holds no usable public signing key (kty RSA with e=65537 and ≥ 2048 bits, EC on P-256/384/521 or OKP Ed25519; use absent or sig); tokens could not be verified",
     );
   }
   return { keys };

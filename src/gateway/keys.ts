@@ -4,15 +4,12 @@
 //
 // A fetch is only ever awaited by the request that started it (or by that request's waitUntil): workerd refuses
 // I/O on behalf of another request, so a shared in-flight promise would hang or throw in a different request.
-import { base64url, createLocalJWKSet, type JSONWebKeySet, type JWK } from "jose";
+import { createLocalJWKSet, type JSONWebKeySet } from "jose";
+import { publicSigningKeys } from "../config/jwks.ts";
 import type { IssuerConfig } from "../config/schema.ts";
 
 const FETCH_TIMEOUT_MS = 5_000;
 const MAX_JWKS_BYTES = 256 * 1024;
-const MAX_KEYS = 100;
-const PUBLIC_KEY_TYPES = new Set(["RSA", "EC", "OKP"]);
-/** Private-key members: a key set that carries any is refused key by key, never used. */
-const PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 export type KeySource = "snapshot" | "persisted" | "fetched";
 
@@ -35,51 +32,8 @@ interface Loaded {
   source: KeySource;
 }
 
-/** RFC 7518 §3.3: RSA keys for the RS and PS algorithms are at least 2048 bits (256 bytes of modulus). */
-const MIN_RSA_MODULUS_BYTES = 256;
-const CURVES: Record<string, ReadonlySet<string>> = {
-  EC: new Set(["P-256", "P-384", "P-521"]),
-  OKP: new Set(["Ed25519"]),
-};
-
-/**
- * Whether a key is one the gateway will verify with: RSA only with the 65537 exponent and a modulus of at least
- * 2048 bits (jose checks the size, but nothing in the verify path checks the exponent unless workerd's strict
- * crypto flag is on), EC and OKP only on named curves.
- */
-function acceptableKey(jwk: JWK): boolean {
-  if (jwk.kty === "RSA") {
-    if (jwk.e !== "AQAB" || typeof jwk.n !== "string") return false;
-    try {
-      const modulus = base64url.decode(jwk.n);
-      const leadingZeros = modulus.findIndex((byte) => byte !== 0);
-      return leadingZeros >= 0 && modulus.length - leadingZeros >= MIN_RSA_MODULUS_BYTES;
-    } catch {
-      return false;
-    }
-  }
-  return typeof jwk.crv === "string" && (CURVES[jwk.kty as string]?.has(jwk.crv) ?? false);
-}
-
-/**
- * Keeps only public signature keys of asymmetric types on safe parameters; an `oct` key would reopen HS*
- * confusion, a weak RSA key would let a forger in.
- */
-export function sanitizeJwks(value: unknown): JSONWebKeySet {
-  if (typeof value !== "object" || value === null || !Array.isArray((value as { keys?: unknown }).keys)) {
-    throw new Error("key set has no keys array");
-  }
-  const keys: JWK[] = [];
-  for (const key of (value as { keys: unknown[] }).keys.slice(0, MAX_KEYS)) {
-    if (typeof key !== "object" || key === null) continue;
-    const jwk = key as JWK;
-    if (typeof jwk.kty !== "string" || !PUBLIC_KEY_TYPES.has(jwk.kty)) continue;
-    if (PRIVATE_MEMBERS.some((member) => Object.hasOwn(jwk, member))) continue;
-    if (!acceptableKey(jwk)) continue;
-    keys.push(jwk);
-  }
-  return { keys };
-}
+/** The keys the gateway verifies with: the same rule as the compile-time snapshot (src/config/jwks.ts). */
+export const sanitizeJwks = publicSigningKeys;
 
 export class IssuerKeys {
   readonly #config: IssuerConfig;

@@ -39,7 +39,12 @@ const ENTRA_JWKS =
   "https://login.microsoftonline.com/11111111-1111-1111-1111-111111111111/discovery/v2.0/keys";
 const GITHUB_JWKS = "https://token.actions.githubusercontent.com/.well-known/jwks";
 
-const RSA_PUBLIC = { kty: "RSA", kid: "rsa-1", use: "sig", alg: "RS256", n: "sXch", e: "AQAB" };
+/** A real 2048-bit modulus: the snapshot keeps only keys the Worker would verify with. */
+const RSA_MODULUS_2048 =
+  "x5ePCUm0GhLx4C47pp2rMXqAWg3gPfyVq6RnvWBAHpNiumfhBxCJEX8umiH3HLr00-4tFQZp8u9TJGOZos7BJoBHYySLy00kJ920SeD1P7feJqHNnMRhdIejjUDwcFANM7IbaxGgeLuEW9p4Llm52KKDaLtVMByg_bRyeYVeuNC_PAmqrgfIl1j_WWsc954kT5L61R2LKhpmee-It_0V5NeYtZDqSO3pAb-lCTBsR1h5WvWmFoYn5xro42VHv42mSxM0bcpU26WvVNaYhVP2jIMclHJXuVLyo9J3BWf8pFvVp4-NQtbtx7IB9X-rGxms4-VK__ubCKwRmF7OOYuL3w";
+const RSA_PUBLIC = { kty: "RSA", kid: "rsa-1", use: "sig", alg: "RS256", n: RSA_MODULUS_2048, e: "AQAB" };
+const RSA_MODULUS_1024 =
+  "tZAnggjOrxriVxukHonEEcKNbzxLXN6FRPPW8IkMhN0vtibSqtkxKM5Q8qXiGCzbbCkrI1v6GMlCjkkvzuDCJFiATURQwYPF859iFygScERFRNV9sQwodpD-ER-CQvgDH4TGGdtesvHLSUTvvNr6E3fXCJUTEHG1bph9ScY5PkU";
 const EC_PUBLIC = { kty: "EC", kid: "ec-1", crv: "P-256", x: "f83O", y: "x_FE" };
 const NOW = new Date("2026-03-01T12:00:00.000Z");
 
@@ -105,6 +110,21 @@ describe("fetchKeySnapshots", () => {
     ]);
   });
 
+  it("drops RSA keys the Worker would refuse: exponent other than 65537, modulus under 2048 bits", async () => {
+    const { fetch } = fakeFetch({
+      [ENTRA_JWKS]: json({
+        keys: [
+          { ...RSA_PUBLIC, kid: "e3", e: "Aw" },
+          { ...RSA_PUBLIC, kid: "short", n: RSA_MODULUS_1024 },
+          RSA_PUBLIC,
+        ],
+      }),
+      [GITHUB_JWKS]: json({ keys: [EC_PUBLIC] }),
+    });
+    const snapshots = await fetchKeySnapshots(CONFIG, { fetch, now: () => NOW });
+    expect(snapshots.entra?.jwks.keys.map((key) => key.kid)).toEqual(["rsa-1"]);
+  });
+
   it("fails on a non-200 answer, naming the issuer, the URL and the status", async () => {
     const { fetch } = fakeFetch({
       [ENTRA_JWKS]: json({ keys: [RSA_PUBLIC] }),
@@ -137,7 +157,7 @@ describe("fetchKeySnapshots", () => {
       [GITHUB_JWKS]: json({ keys: [EC_PUBLIC] }),
     });
     const error = await snapshotError(fetchKeySnapshots(CONFIG, { fetch }));
-    expect(error.message).toContain(`issuer "entra": key set ${ENTRA_JWKS} holds no public signing key`);
+    expect(error.message).toContain(`issuer "entra": key set ${ENTRA_JWKS} holds no usable public signing key`);
   });
 
   it("fails with the cause when the fetch itself fails (e.g. a refused redirect)", async () => {
