@@ -157,7 +157,9 @@ describe("fetchKeySnapshots", () => {
       [GITHUB_JWKS]: json({ keys: [EC_PUBLIC] }),
     });
     const error = await snapshotError(fetchKeySnapshots(CONFIG, { fetch }));
-    expect(error.message).toContain(`issuer "entra": key set ${ENTRA_JWKS} holds no usable public signing key`);
+    expect(error.message).toContain(
+      `issuer "entra": key set ${ENTRA_JWKS} holds no usable public signing key`,
+    );
   });
 
   it("fails with the cause when the fetch itself fails (e.g. a refused redirect)", async () => {
