@@ -2,6 +2,7 @@
 // one port (a gateway config may put a key set and a scoring URI on the same address); close() also ends keep-alive
 // connections and aborts handlers that are still waiting, so a test never hangs on shutdown.
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo, Socket } from "node:net";
 
 export const LOOPBACK_HOST = "127.0.0.1";
@@ -24,7 +25,7 @@ export interface Mount {
 }
 
 export interface LoopbackServer {
-  /** `http://127.0.0.1:<port>` */
+  /** `http://127.0.0.1:<port>`, or `https://127.0.0.1:<port>` when started with `tls` */
   readonly origin: string;
   readonly port: number;
   /** Adds a handler; the returned function removes it. The first mount whose `matches` accepts a path serves it. */
@@ -42,12 +43,18 @@ export class AddressInUseError extends Error {
   }
 }
 
-export async function startLoopbackServer(options: { port?: number } = {}): Promise<LoopbackServer> {
+export interface LoopbackServerOptions {
+  port?: number;
+  /** Serve HTTPS with this certificate (see tls.ts, createSandboxCa): MSAL and the Azure pipeline insist on it. */
+  tls?: { certPem: string; keyPem: string };
+}
+
+export async function startLoopbackServer(options: LoopbackServerOptions = {}): Promise<LoopbackServer> {
   const mounts: Mount[] = [];
   const sockets = new Set<Socket>();
   const closing = new AbortController();
 
-  const server = createServer((req, res) => {
+  const listener = (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? "/", `http://${LOOPBACK_HOST}`);
     const perRequest = new AbortController();
     const abort = () => perRequest.abort();
@@ -69,7 +76,12 @@ export async function startLoopbackServer(options: { port?: number } = {}): Prom
         res.destroy();
       }
     });
-  });
+  };
+  const server =
+    options.tls === undefined
+      ? createServer(listener)
+      : createHttpsServer({ cert: options.tls.certPem, key: options.tls.keyPem }, listener);
+  const scheme = options.tls === undefined ? "http" : "https";
   server.on("connection", (socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
@@ -88,7 +100,7 @@ export async function startLoopbackServer(options: { port?: number } = {}): Prom
 
   let closed: Promise<void> | undefined;
   return {
-    origin: `http://${LOOPBACK_HOST}:${port}`,
+    origin: `${scheme}://${LOOPBACK_HOST}:${port}`,
     port,
     mount(mount) {
       mounts.push(mount);
