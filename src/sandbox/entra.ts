@@ -75,6 +75,8 @@ export interface EntraOptions {
    * test of an expired GitHub token fails when it should rather than minutes later.
    */
   clockSkewSeconds?: number;
+  /** Epoch milliseconds. Default `Date.now`; tests share a fake clock with the GitHub stand-in to skip long waits. */
+  now?: () => number;
 }
 
 export interface TokenClaimsOptions {
@@ -170,6 +172,8 @@ export async function startEntra(options: EntraOptions = {}): Promise<Entra> {
   const jwksPath = `${tenantBase}/discovery/v2.0/keys`;
   const jwksUri = `${authorityHost}${jwksPath}`;
   const clockSkew = options.clockSkewSeconds ?? 0;
+  const clock = options.now ?? Date.now;
+  const nowSeconds = () => Math.floor(clock() / 1000);
   let accessTokenLifetime = checkLifetime(
     options.accessTokenLifetimeSeconds ?? DEFAULT_ACCESS_TOKEN_LIFETIME_SECONDS,
   );
@@ -244,7 +248,7 @@ export async function startEntra(options: EntraOptions = {}): Promise<Entra> {
       );
     }
     await checkAssertion(app, assertion);
-    const now = Math.floor(Date.now() / 1000);
+    const now = nowSeconds();
     const accessToken = await sign({
       aud: resource,
       iss: accessTokenIssuer,
@@ -332,7 +336,7 @@ export async function startEntra(options: EntraOptions = {}): Promise<Entra> {
       );
     }
 
-    const now = Math.floor(Date.now() / 1000);
+    const now = nowSeconds();
     const exp = typeof claims.exp === "number" ? claims.exp : undefined;
     const nbf = typeof claims.nbf === "number" ? claims.nbf : undefined;
     if (exp === undefined || now > exp + clockSkew || (nbf !== undefined && now < nbf - clockSkew)) {
@@ -470,7 +474,7 @@ export async function startEntra(options: EntraOptions = {}): Promise<Entra> {
   const unmount = server.mount(mount);
 
   const clientToken = (kind: "user" | "app", o: TokenClaimsOptions): Promise<string> => {
-    const iat = o.issuedAt ?? Math.floor(Date.now() / 1000);
+    const iat = o.issuedAt ?? nowSeconds();
     const oid = o.oid ?? randomUUID();
     return sign({
       aud: o.audience ?? "api://aml-edge-gateway",
@@ -535,6 +539,7 @@ export async function startEntra(options: EntraOptions = {}): Promise<Entra> {
         issuer: [accessTokenIssuer, issuer],
         audience: [audience, audience.endsWith("/") ? audience.slice(0, -1) : `${audience}/`],
         requiredClaims: ["exp", "tid"],
+        currentDate: new Date(clock()),
       });
       if (payload.tid !== tenantId)
         throw new Error(`token is for tenant ${String(payload.tid)}, not ${tenantId}`);

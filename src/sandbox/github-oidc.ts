@@ -58,6 +58,8 @@ export interface GitHubOidcOptions {
   claims?: Partial<GitHubJobClaims>;
   /** The `iss` claim. Default `<server origin>/github-oidc`, whose discovery document this service serves. */
   issuer?: string;
+  /** Epoch milliseconds, for `iat`. Default `Date.now`; tests share a fake clock with Entra to skip long waits. */
+  now?: () => number;
 }
 
 export interface MintOptions {
@@ -143,6 +145,7 @@ function immutableRepository(claims: GitHubJobClaims): string {
 
 export async function startGitHubOidc(options: GitHubOidcOptions = {}): Promise<GitHubOidc> {
   const ownServer = options.server === undefined;
+  const now = options.now ?? Date.now;
   const server = options.server ?? (await startLoopbackServer());
   const base = `${server.origin}${GITHUB_OIDC_PATH}`;
   const issuer = options.issuer ?? base;
@@ -171,7 +174,7 @@ export async function startGitHubOidc(options: GitHubOidcOptions = {}): Promise<
       ...claims,
       ...withoutUndefined<GitHubJobClaims>(mintOptions.claims ?? {}),
     };
-    const iat = mintOptions.issuedAt ?? Math.floor(Date.now() / 1000);
+    const iat = mintOptions.issuedAt ?? Math.floor(now() / 1000);
     const { subject_format: _format, sub: _sub, environment, ...rest } = job;
     const payload: JWTPayload = {
       jti: randomUUID(),
