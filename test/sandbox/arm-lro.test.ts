@@ -1,0 +1,392 @@
+// The ARM sandbox with the real Entra stand-in as its authorizer, the edges of provisioning (a model that will not
+// load, a modelUri with nothing behind it, an unknown model), Retry-After on operation polls, and the sandbox's own
+// check of its responses against the REST spec. Driven through the official clients; raw fetch only where a test
+// must send what the SDK never would.
+import { randomUUID } from "node:crypto";
+import type { AzureMachineLearningWorkspaces, OnlineDeployment } from "@azure/arm-machinelearning";
+import { isRestError } from "@azure/core-rest-pipeline";
+import { BlobServiceClient, StorageSharedKeyCredential } from "@azure/storage-blob";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  type ArmSandbox,
+  type Azurite,
+  createScoringHost,
+  startArmSandbox,
+  startAzurite,
+} from "../../src/sandbox/arm/index.ts";
+import { createCreditModel, creditWeightsFor } from "../../src/sandbox/credit-model.ts";
+import { ARM_RESOURCE, type Entra, startEntra } from "../../src/sandbox/entra.ts";
+import { startLoopbackServer } from "../../src/sandbox/http-server.ts";
+import { createSandboxCa, type SandboxCa, trustInProcess } from "../../src/sandbox/tls.ts";
+import { armClient, checkAgainstSpec, type Exchange, staticCredential } from "./arm-helpers.ts";
+
+const POLL = { updateIntervalInMs: 20 };
+const DEPLOYER = randomUUID();
+
+let ca: SandboxCa;
+let untrust: () => void = () => undefined;
+let entra: Entra;
+let azurite: Azurite;
+let sandbox: ArmSandbox;
+let client: AzureMachineLearningWorkspaces;
+let exchanges: Exchange[];
+
+beforeAll(async () => {
+  ca = await createSandboxCa();
+  untrust = trustInProcess(ca.caPem);
+  entra = await startEntra({ ca });
+  // Plain http here (the other file runs Azurite over HTTPS): the storage SDK accepts both.
+  azurite = await startAzurite();
+  sandbox = await startArmSandbox({
+    tls: await ca.issueServerCertificate(),
+    azurite,
+    authorize: (token) => entra.verifyAccessToken(token, ARM_RESOURCE),
+    modelLoader: async (model) => {
+      if (model.name === "broken") throw new Error("onnxruntime: Load model failed: invalid protobuf");
+      await model.download();
+      return createCreditModel(creditWeightsFor(`${model.name}:${model.version}`));
+    },
+    timings: {
+      endpointCreateMs: 40,
+      endpointUpdateMs: 30,
+      deploymentMs: 60,
+      deleteMs: 30,
+      regenerateKeysMs: 20,
+    },
+  });
+  const credential = staticCredential(() =>
+    entra.issueAppToken({ audience: ARM_RESOURCE, clientId: DEPLOYER }),
+  );
+  ({ client, exchanges } = armClient(sandbox, credential));
+  await client.onlineEndpoints.beginCreateOrUpdateAndWait(
+    sandbox.resourceGroup,
+    sandbox.workspace,
+    "edge",
+    { location: sandbox.location, properties: { authMode: "Key" } },
+    POLL,
+  );
+}, 30_000);
+
+afterAll(async () => {
+  await sandbox?.close();
+  await azurite?.close();
+  await entra?.close();
+  untrust();
+});
+
+function deployment(model: string | undefined): OnlineDeployment {
+  return {
+    location: sandbox.location,
+    sku: { name: "Default", capacity: 1 },
+    properties: { endpointComputeType: "Managed", ...(model === undefined ? {} : { model }) },
+  };
+}
+
+async function register(name: string, version: string, path: string): Promise<string> {
+  const created = await client.modelVersions.createOrUpdate(
+    sandbox.resourceGroup,
+    sandbox.workspace,
+    name,
+    version,
+    {
+      properties: { modelUri: `azureml://datastores/workspaceblobstore/paths/${path}` },
+    },
+  );
+  return created.id ?? "";
+}
+
+describe("authorization through Entra", () => {
+  it("accepts Entra's ARM tokens and records the application in systemData", async () => {
+    const endpoint = await client.onlineEndpoints.get(sandbox.resourceGroup, sandbox.workspace, "edge");
+    expect(endpoint.systemData?.createdBy).toBe(DEPLOYER);
+    expect(endpoint.systemData?.createdByType).toBe("Application");
+  });
+
+  it("refuses a token for another audience and an expired one, with ARM's codes", async () => {
+    const { client: wrongAudience } = armClient(
+      sandbox,
+      staticCredential(() => entra.issueAppToken({ audience: "https://vault.azure.net" })),
+    );
+    const refused = await wrongAudience.onlineEndpoints
+      .get(sandbox.resourceGroup, sandbox.workspace, "edge")
+      .then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+    expect(isRestError(refused) && refused.statusCode).toBe(401);
+    expect(isRestError(refused) && refused.code).toBe("InvalidAuthenticationToken");
+
+    const expired = await entra.issueAppToken({
+      audience: ARM_RESOURCE,
+      issuedAt: Math.floor(Date.now() / 1000) - 7200,
+      expiresInSeconds: 3600,
+    });
+    const response = await fetch(
+      `${sandbox.endpoint}${sandbox.workspaceId}/onlineEndpoints?api-version=2022-10-01`,
+      {
+        headers: { authorization: `Bearer ${expired}` },
+      },
+    );
+    expect(response.status).toBe(401);
+    const body = (await response.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe("ExpiredAuthenticationToken");
+    expect(body.error.message).not.toContain(expired);
+  });
+
+  it("requires the api-version the spec defines", async () => {
+    const token = await entra.issueAppToken({ audience: ARM_RESOURCE });
+    const response = await fetch(
+      `${sandbox.endpoint}${sandbox.workspaceId}/onlineEndpoints?api-version=2024-04-01`,
+      {
+        headers: { authorization: `Bearer ${token}` },
+      },
+    );
+    expect(response.status).toBe(400);
+    expect(((await response.json()) as { error: { code: string } }).error.code).toBe(
+      "NoRegisteredProviderFound",
+    );
+  });
+});
+
+describe("provisioning edges", () => {
+  it("a model the loader cannot load fails the deployment, and the logs say why", async () => {
+    // The artefact exists in the datastore; loading it is what fails.
+    const blobs = new BlobServiceClient(
+      azurite.blobServiceUrl,
+      new StorageSharedKeyCredential(azurite.accountName, azurite.accountKey),
+    );
+    const datastore = await client.datastores.get(
+      sandbox.resourceGroup,
+      sandbox.workspace,
+      "workspaceblobstore",
+    );
+    const container = blobs.getContainerClient(
+      (datastore.properties as { containerName?: string }).containerName ?? "",
+    );
+    await container.getBlockBlobClient("models/broken/1/model.onnx").upload("not onnx", 8);
+    const id = await register("broken", "1", "models/broken/1");
+
+    await expect(
+      client.onlineDeployments.beginCreateOrUpdateAndWait(
+        sandbox.resourceGroup,
+        sandbox.workspace,
+        "edge",
+        "bad",
+        deployment(id),
+        POLL,
+      ),
+    ).rejects.toThrow(/ResourceNotReady/);
+    const logs = await client.onlineDeployments.getLogs(
+      sandbox.resourceGroup,
+      sandbox.workspace,
+      "edge",
+      "bad",
+      {},
+    );
+    expect(logs.content).toContain("onnxruntime: Load model failed: invalid protobuf");
+    await client.onlineDeployments.beginDeleteAndWait(
+      sandbox.resourceGroup,
+      sandbox.workspace,
+      "edge",
+      "bad",
+      POLL,
+    );
+  });
+
+  it("a modelUri with nothing behind it fails at the storage initializer", async () => {
+    const id = await register("ghost", "1", "models/ghost/1/");
+    await expect(
+      client.onlineDeployments.beginCreateOrUpdateAndWait(
+        sandbox.resourceGroup,
+        sandbox.workspace,
+        "edge",
+        "ghost",
+        deployment(id),
+        POLL,
+      ),
+    ).rejects.toThrow(/ResourceNotReady/);
+    const failed = await client.onlineDeployments.get(
+      sandbox.resourceGroup,
+      sandbox.workspace,
+      "edge",
+      "ghost",
+    );
+    expect(failed.properties.provisioningState).toBe("Failed");
+    const logs = await client.onlineDeployments.getLogs(
+      sandbox.resourceGroup,
+      sandbox.workspace,
+      "edge",
+      "ghost",
+      {
+        containerType: "InferenceServer",
+      },
+    );
+    expect(logs.content).toContain(
+      "no blobs at azureml://datastores/workspaceblobstore/paths/models/ghost/1/",
+    );
+    await client.onlineDeployments.beginDeleteAndWait(
+      sandbox.resourceGroup,
+      sandbox.workspace,
+      "edge",
+      "ghost",
+      POLL,
+    );
+  });
+
+  it("refuses a deployment of a model version that is not registered, before anything starts", async () => {
+    const error = await client.onlineDeployments
+      .beginCreateOrUpdate(
+        sandbox.resourceGroup,
+        sandbox.workspace,
+        "edge",
+        "nomodel",
+        deployment(sandbox.modelVersionId("credit", "99")),
+      )
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(isRestError(error) && error.statusCode).toBe(400);
+    expect(isRestError(error) && error.message).toContain("was not found");
+    expect(sandbox.onlineEndpoint("edge")?.deployments).toEqual({});
+  });
+
+  it("deleting an endpoint takes its deployments and its scoring URI with it", async () => {
+    await client.onlineEndpoints.beginCreateOrUpdateAndWait(
+      sandbox.resourceGroup,
+      sandbox.workspace,
+      "short-lived",
+      { location: sandbox.location, properties: { authMode: "Key" } },
+      POLL,
+    );
+    const live = await client.onlineDeployments.beginCreateOrUpdateAndWait(
+      sandbox.resourceGroup,
+      sandbox.workspace,
+      "short-lived",
+      "only",
+      deployment(undefined),
+      POLL,
+    );
+    expect(live.properties.provisioningState).toBe("Succeeded");
+    const endpoint = await client.onlineEndpoints.get(
+      sandbox.resourceGroup,
+      sandbox.workspace,
+      "short-lived",
+    );
+    const current = await client.onlineEndpoints.beginCreateOrUpdateAndWait(
+      sandbox.resourceGroup,
+      sandbox.workspace,
+      "short-lived",
+      { ...endpoint, properties: { ...endpoint.properties, traffic: { only: 100 } } },
+      POLL,
+    );
+    expect(current.properties.traffic).toEqual({ only: 100 });
+    // Deleting the endpoint is allowed with traffic; only a deployment delete is refused.
+    await client.onlineEndpoints.beginDeleteAndWait(
+      sandbox.resourceGroup,
+      sandbox.workspace,
+      "short-lived",
+      POLL,
+    );
+    expect(sandbox.onlineEndpoint("short-lived")).toBeUndefined();
+    expect(sandbox.scoringServer("short-lived")).toBeUndefined();
+    const scoring = await fetch(endpoint.properties.scoringUri ?? "", { method: "POST", body: "{}" });
+    expect(scoring.status).toBe(404);
+    const gone = await client.onlineEndpoints
+      .get(sandbox.resourceGroup, sandbox.workspace, "short-lived")
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(isRestError(gone) && gone.statusCode).toBe(404);
+  });
+
+  it("every exchange in this file followed the spec", () => {
+    const report = checkAgainstSpec(exchanges);
+    expect(report.violations).toEqual([]);
+    expect(new Set(report.operations)).toEqual(
+      new Set([
+        "OnlineEndpoints_CreateOrUpdate",
+        "OnlineEndpoints_Get",
+        "OnlineEndpoints_Delete",
+        "Datastores_Get",
+        "ModelVersions_CreateOrUpdate",
+        "OnlineDeployments_CreateOrUpdate",
+        "OnlineDeployments_Get",
+        "OnlineDeployments_GetLogs",
+        "OnlineDeployments_Delete",
+      ]),
+    );
+    expect(sandbox.specViolations).toEqual([]);
+  });
+});
+
+describe("Retry-After on operation polls", () => {
+  it("the SDK waits as long as the operation status asks, not its own shorter interval", async () => {
+    const paced = await startArmSandbox({
+      tls: await ca.issueServerCertificate(),
+      authorize: async () => true,
+      pollRetryAfterSeconds: 1,
+      timings: { endpointCreateMs: 1500 },
+    });
+    try {
+      const { client: pacedClient, exchanges: seen } = armClient(
+        paced,
+        staticCredential(() => "any"),
+      );
+      await pacedClient.onlineEndpoints.beginCreateOrUpdateAndWait(
+        paced.resourceGroup,
+        paced.workspace,
+        "paced",
+        { location: paced.location, properties: { authMode: "Key" } },
+        POLL,
+      );
+      const polls = seen.filter((e) => e.url.includes("/mfeOperationsStatus/"));
+      expect(polls[0]?.headers["retry-after"]).toBe("1");
+      // With updateIntervalInMs 20 and no Retry-After there would be dozens of polls in 1.5 s. The 2.1.1 client
+      // polls once in begin* and once more as pollUntilDone starts; every wait after that is the Retry-After.
+      expect(polls.length).toBeLessThanOrEqual(4);
+      expect(polls.length).toBeGreaterThanOrEqual(3);
+      for (let i = 2; i < polls.length; i++) {
+        expect((polls[i]?.time ?? 0) - (polls[i - 1]?.time ?? 0)).toBeGreaterThanOrEqual(950);
+      }
+      expect(checkAgainstSpec(seen).violations).toEqual([]);
+    } finally {
+      await paced.close();
+    }
+  });
+});
+
+describe("the sandbox holds its own responses to the spec", () => {
+  it("a response that would break the spec becomes a 500 naming the violation, and is recorded", async () => {
+    const server = await startLoopbackServer({ tls: await ca.issueServerCertificate() });
+    const realHost = createScoringHost(server);
+    const broken = await startArmSandbox({
+      server,
+      authorize: async () => true,
+      // scoringUri must be a URI (format: uri); this host gives something that is not one.
+      scoringHost: { ...realHost, scoringUri: () => "not a uri" },
+      timings: { endpointCreateMs: 10 },
+    });
+    try {
+      const response = await fetch(
+        `${broken.endpoint}${broken.workspaceId}/onlineEndpoints/x?api-version=2022-10-01`,
+        {
+          method: "PUT",
+          headers: { authorization: "Bearer any", "content-type": "application/json" },
+          body: JSON.stringify({ location: broken.location, properties: { authMode: "Key" } }),
+        },
+      );
+      expect(response.status).toBe(500);
+      const body = (await response.json()) as { error: { code: string; message: string } };
+      expect(body.error.code).toBe("SandboxSpecViolation");
+      expect(body.error.message).toContain("OnlineEndpoints_CreateOrUpdate response 201");
+      expect(body.error.message).toContain("scoringUri");
+      expect(broken.specViolations.map((v) => v.operationId)).toEqual(["OnlineEndpoints_CreateOrUpdate"]);
+    } finally {
+      await broken.close();
+      await realHost.close();
+      await server.close();
+    }
+  });
+});
