@@ -43,8 +43,14 @@ export interface GitHubOidcCredentialOptions {
   clientId: string;
   /** The `aud` GitHub puts in the token; a federated credential lists it. Default `api://AzureADTokenExchange`. */
   audience?: string;
-  /** Default: AZURE_AUTHORITY_HOST, then `https://login.microsoftonline.com` (as @azure/identity does). */
+  /**
+   * Default: the AZURE_AUTHORITY_HOST variable, then `https://login.microsoftonline.com`, as @azure/identity does. A
+   * host MSAL does not know (the sandbox, a proxy) skips instance discovery, which would otherwise ask
+   * login.microsoftonline.com whether it is an authority.
+   */
   authorityHost?: string;
+  /** Where AZURE_AUTHORITY_HOST is read from. Default `process.env`. */
+  env?: Record<string, string | undefined>;
   /** Default `core.getIDToken`. */
   getIdToken?: (audience: string) => Promise<string>;
   /** Masks a credential in the job log. Default `core.setSecret`. */
@@ -99,6 +105,7 @@ export function gitHubOidcCredential(options: GitHubOidcCredentialOptions): Toke
   let inFlight: Promise<string> | undefined;
   let lastClaims: AssertionClaims | undefined;
   let fetchFailure: Error | undefined;
+  let firstFetch = true;
 
   const fetchIdToken = async (): Promise<string> => {
     let token: string;
@@ -126,10 +133,13 @@ export function gitHubOidcCredential(options: GitHubOidcCredentialOptions): Toke
       ...(typeof payload.iat === "number" ? { iat: payload.iat } : {}),
       ...(typeof payload.exp === "number" ? { exp: payload.exp } : {}),
     };
-    logger.debug(
+    // The first token's claims are worth seeing in every log (as Azure/login shows them); refreshes only in debug.
+    const summary =
       `GitHub OIDC token for Azure: iss=${lastClaims.iss} sub=${lastClaims.sub} aud=${lastClaims.aud}` +
-        (payload.exp === undefined ? "" : ` expires=${new Date(payload.exp * 1000).toISOString()}`),
-    );
+      (payload.exp === undefined ? "" : ` expires=${new Date(payload.exp * 1000).toISOString()}`);
+    if (firstFetch) logger.info(summary);
+    else logger.debug(summary);
+    firstFetch = false;
     // A token without exp is used once and not kept: there is no telling when it stops working.
     if (typeof payload.exp === "number") {
       const lifetime = typeof payload.iat === "number" ? payload.exp - payload.iat : Number.POSITIVE_INFINITY;
@@ -152,7 +162,8 @@ export function gitHubOidcCredential(options: GitHubOidcCredentialOptions): Toke
     return inFlight;
   };
 
-  const authorityHost = options.authorityHost;
+  const configuredHost = options.authorityHost ?? (options.env ?? process.env).AZURE_AUTHORITY_HOST;
+  const authorityHost = configuredHost === "" ? undefined : configuredHost;
   const inner = new ClientAssertionCredential(options.tenantId, options.clientId, getAssertion, {
     ...(authorityHost === undefined ? {} : { authorityHost }),
     ...(authorityHost !== undefined && !KNOWN_AUTHORITY_HOSTS.includes(new URL(authorityHost).hostname)

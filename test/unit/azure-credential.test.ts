@@ -382,3 +382,25 @@ describe("guidance when Entra refuses the GitHub token", () => {
     expectNoToken(error);
   });
 });
+
+describe("authority host", () => {
+  it("follows AZURE_AUTHORITY_HOST like @azure/identity, skipping instance discovery for a host MSAL does not know", async () => {
+    const sandbox = await startSandbox();
+    try {
+      const credential = gitHubOidcCredential({
+        tenantId: sandbox.entra.tenantId,
+        clientId: "deployer",
+        env: { AZURE_AUTHORITY_HOST: sandbox.entra.authorityHost },
+        getIdToken: sandbox.getIdToken,
+        setSecret: (secret) => sandbox.masked.push(secret),
+        logger: { debug: () => {}, info: (m) => sandbox.logs.push(m) },
+      });
+      await expect(credential.getToken(ARM_SCOPE)).resolves.not.toBeNull();
+      expect(sandbox.entra.tokenRequests.at(-1)?.outcome).toBe("issued");
+      // The first token's claims are logged at info, as Azure/login shows them.
+      expect(sandbox.logs.at(-1)).toContain(`sub=${sandbox.github.subject()}`);
+    } finally {
+      await sandbox.close();
+    }
+  });
+});
