@@ -155,6 +155,40 @@ describe("Entra stand-in with ClientAssertionCredential", () => {
     }
   });
 
+  it("verifies tokens with GitHub's real issuer name through a configured key set URI", async () => {
+    const realIssuer = "https://token.actions.githubusercontent.com";
+    const asGitHub = await startGitHubOidc({ issuer: realIssuer });
+    try {
+      entra.registerApp({
+        clientId: "real-issuer",
+        federatedCredentials: [{ issuer: realIssuer, subject: asGitHub.subject(), audiences: [AUDIENCE] }],
+      });
+      // Entra would find the keys through the issuer's discovery document; the sandbox never leaves loopback.
+      expect(() =>
+        entra.setIssuerJwksUri(realIssuer, "https://token.actions.githubusercontent.com/.well-known/jwks"),
+      ).toThrow(/loopback/);
+      entra.setIssuerJwksUri(realIssuer, asGitHub.jwksUri);
+      const token = await credential("real-issuer", () => asGitHub.mint(AUDIENCE)).getToken(ARM_SCOPE);
+      await expect(entra.verifyAccessToken(token.token, ARM_RESOURCE)).resolves.toMatchObject({
+        appid: "real-issuer",
+      });
+    } finally {
+      await asGitHub.close();
+    }
+  });
+
+  it("refuses with AADSTS50166 when the issuer's keys cannot be fetched", async () => {
+    const unreachable = await startGitHubOidc();
+    const issuer = unreachable.issuer;
+    const token = await unreachable.mint(AUDIENCE);
+    await unreachable.close();
+    entra.registerApp({
+      clientId: "gone",
+      federatedCredentials: [{ issuer, subject: github.subject(), audiences: [AUDIENCE] }],
+    });
+    expect(await refusal("gone", async () => token)).toContain("AADSTS50166");
+  });
+
   it("answers with Entra's error body shape, and knows its tenant, its apps and its scopes", async () => {
     const post = async (tenant: string, form: Record<string, string>) => {
       const res = await fetch(`${entra.authorityHost}/${tenant}/oauth2/v2.0/token`, {
