@@ -200,10 +200,40 @@ export function gitHubOidcCredential(options: GitHubOidcCredentialOptions): Toke
             { cause: error },
           );
         }
+        if (errorChainMentions(error, "endpoints_resolution_error")) {
+          // MSAL reads the tenant's discovery document first; Entra answers a tenant it does not know there, and MSAL
+          // reports only that it could not resolve the endpoints. A wrong tenant ID is the usual cause, an
+          // unreachable authority the other, so this is reported as a failure that names both.
+          const host = authorityHost ?? "https://login.microsoftonline.com";
+          throw new Error(
+            `Could not read the OpenID configuration of tenant ${options.tenantId} from ${host}: check the tenant ID ` +
+              "(the Directory (tenant) ID on the app registration's overview page) and that the authority host is reachable.",
+            { cause: error },
+          );
+        }
+        const setupFix = code === undefined ? undefined : setupFailure(code, options);
+        if (setupFix !== undefined) {
+          const said = entraDescription(error);
+          throw new ConfigurationError(`${setupFix}${said === undefined ? "" : `\nEntra said: ${said}`}`, {
+            cause: error,
+          });
+        }
         throw error;
       }
     },
   };
+}
+
+/** Refusals that mean the client or tenant ID is wrong, not the federated credential. */
+function setupFailure(code: number, options: GitHubOidcCredentialOptions): string | undefined {
+  switch (code) {
+    case 90002:
+      return `Entra ID has no tenant ${options.tenantId}: check the tenant ID (the Directory (tenant) ID on the app registration's overview page).`;
+    case 700016:
+      return `Entra ID has no application with client ID ${options.clientId} in tenant ${options.tenantId}: check the client ID (the app registration's or managed identity's Application (client) ID) and that the tenant ID is the one it lives in.`;
+    default:
+      return undefined;
+  }
 }
 
 /** Why no GitHub token could be had, as something the user can fix when it is one. */
@@ -306,6 +336,15 @@ function entraDescription(error: unknown): string | undefined {
     current = current instanceof Error ? current.cause : undefined;
   }
   return undefined;
+}
+
+function errorChainMentions(error: unknown, text: string): boolean {
+  let current: unknown = error;
+  for (let depth = 0; current !== undefined && current !== null && depth < 10; depth++) {
+    if ((current instanceof Error ? current.message : String(current)).includes(text)) return true;
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return false;
 }
 
 function causeChainIncludes(error: unknown, target: Error): boolean {

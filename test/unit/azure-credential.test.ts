@@ -404,3 +404,40 @@ describe("authority host", () => {
     }
   });
 });
+
+describe("wrong client or tenant ID", () => {
+  it("says which ID to check", async () => {
+    const sandbox = await startSandbox();
+    try {
+      const make = (tenantId: string, clientId: string) =>
+        gitHubOidcCredential({
+          tenantId,
+          clientId,
+          authorityHost: sandbox.entra.authorityHost,
+          getIdToken: sandbox.getIdToken,
+          setSecret: (secret) => sandbox.masked.push(secret),
+          logger: { debug: () => {}, info: () => {} },
+        });
+      const noApp = await make(sandbox.entra.tenantId, "11111111-2222-3333-4444-555555555555")
+        .getToken(ARM_SCOPE)
+        .catch((e: unknown) => e);
+      expect(noApp).toBeInstanceOf(ConfigurationError);
+      expect(noApp).not.toBeInstanceOf(FederatedCredentialError);
+      expect((noApp as Error).message).toMatch(
+        /no application with client ID 11111111-2222-3333-4444-555555555555/,
+      );
+      expect((noApp as Error).message).toContain("AADSTS700016");
+
+      const noTenant = await make("99999999-0000-0000-0000-000000000000", "deployer")
+        .getToken(ARM_SCOPE)
+        .catch((e: unknown) => e);
+      // MSAL reports only that it could not resolve the tenant's endpoints; the message names what to check.
+      expect((noTenant as Error).message).toMatch(
+        /OpenID configuration of tenant 99999999-0000-0000-0000-000000000000 .*check the tenant ID/,
+      );
+      expect(errorMessage(noTenant)).not.toMatch(JWT);
+    } finally {
+      await sandbox.close();
+    }
+  });
+});
