@@ -571,6 +571,24 @@ describe("online endpoints and deployments", () => {
     expect(token.refreshAfterTimeUtc).toBeLessThan(token.expiryTimeUtc ?? 0);
     const keyed = await expectRestError(client.onlineEndpoints.getToken(rg, ws, ENDPOINT));
     expect(keyed.statusCode).toBe(400);
+
+    // The token scores, and keeps scoring after the deployment set changes (it is the endpoint's, not a pod's).
+    const noModel: OnlineDeployment = {
+      location: sandbox.location,
+      properties: { endpointComputeType: "Managed" },
+    };
+    await client.onlineDeployments.beginCreateOrUpdateAndWait(rg, ws, "tokened", "a", noModel, POLL);
+    const scoringUri = (await client.onlineEndpoints.get(rg, ws, "tokened")).properties.scoringUri ?? "";
+    const call = (deployment: string, bearer: string) =>
+      fetch(scoringUri, {
+        method: "POST",
+        headers: { authorization: `Bearer ${bearer}`, "azureml-model-deployment": deployment },
+        body: JSON.stringify({ data: [SAMPLE_CREDIT_ROW] }),
+      }).then((r) => r.status);
+    expect(await call("a", token.accessToken ?? "")).toBe(200);
+    await client.onlineDeployments.beginCreateOrUpdateAndWait(rg, ws, "tokened", "b", noModel, POLL);
+    expect(await call("b", token.accessToken ?? "")).toBe(200);
+    expect(await call("b", "made-up-token")).toBe(401);
     await client.onlineEndpoints.beginDeleteAndWait(rg, ws, "tokened", POLL);
     expect(sandbox.onlineEndpoint("tokened")).toBeUndefined();
   });

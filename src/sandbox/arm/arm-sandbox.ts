@@ -11,7 +11,7 @@
 // - an endpoint PUT replaces the whole resource; traffic must name existing deployments and sum to 0 or 100.
 // - a deployment with traffic cannot be deleted (400).
 // - faults: failed and slow provisioning, 409 storms, 429 with Retry-After, read-after-write lag.
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import { createCreditModel, creditWeightsFor, type ScoringModel } from "../credit-model.ts";
 import {
@@ -970,19 +970,8 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
         `Endpoint ${epName} uses ${ep.authMode} authentication; AML tokens need auth mode AMLToken.`,
       );
     }
-    let token: AmlToken;
-    try {
-      token = host.issueAmlToken(epName, 3600);
-    } catch {
-      // No deployment serves yet, so no scoring URI would accept any token; the service still issues one.
-      const issued = Math.floor(Date.now() / 1000);
-      token = {
-        accessToken: randomBytes(32).toString("base64url"),
-        tokenType: "Bearer",
-        expiryTimeUtc: issued + 3600,
-        refreshAfterTimeUtc: issued + 1800,
-      };
-    }
+    // Issued by the host, not by a scoring instance: a token outlives deployment changes, as in Azure.
+    const token = host.issueAmlToken(epName, 3600);
     return {
       status: 200,
       body: {

@@ -1,8 +1,9 @@
 // Where the ARM sandbox's online endpoints actually answer: one scoring stand-in (src/sandbox/scoring-server.ts)
 // per endpoint, whose deployments, traffic map and keys follow the ARM state. ARM drives it; nothing else should,
 // so what a scoring call sees is what the control plane last completed.
+import { randomBytes } from "node:crypto";
 import type { ScoringModel } from "../credit-model.ts";
-import type { LoopbackServer } from "../http-server.ts";
+import { type LoopbackServer, type Mount, sendJson } from "../http-server.ts";
 import {
   type AmlToken,
   type EndpointKeys,
@@ -17,7 +18,7 @@ export interface ScoringHost {
   sync(endpoint: string, state: ScoringEndpointState): Promise<void>;
   setTraffic(endpoint: string, traffic: Record<string, number>): void;
   setKeys(endpoint: string, keys: EndpointKeys): void;
-  /** An AML token the endpoint's scoring URI accepts (for `POST .../token`). */
+  /** An AML token the endpoint's scoring URI accepts until it expires (for `POST .../token`). */
   issueAmlToken(endpoint: string, lifetimeSeconds: number): AmlToken;
   removeEndpoint(endpoint: string): Promise<void>;
   /** The scoring stand-in of an endpoint with at least one succeeded deployment, for tests to inspect. */
@@ -31,79 +32,156 @@ export interface ScoringEndpointState {
   keys: EndpointKeys;
 }
 
+interface IssuedToken {
+  /** Epoch seconds. */
+  expiry: number;
+  /** The token each scoring-server instance was given for it (see below). */
+  perInstance: WeakMap<ScoringServer, string>;
+}
+
+interface Slot {
+  current: { scoring: ScoringServer; mount: Mount } | undefined;
+  unmount: () => void;
+  tokens: Map<string, IssuedToken>;
+  /** Swaps are serialised so two syncs cannot interleave their start and close. */
+  queue: Promise<void>;
+}
+
 /**
  * Serves every endpoint under `/endpoints/<name>/score` on one loopback server (HTTPS when that server is).
- * scoring-server.ts fixes its deployments when it starts, so a changed deployment set starts a replacement on the
- * same path before the old one is unmounted: no request finds nothing there. Keys and traffic carry over; AML
- * tokens issued by the old instance do not (scoring-server.ts has no way to import them), so after a deployment
- * is added or removed a caller must fetch a new AML token; key auth is unaffected.
+ *
+ * scoring-server.ts fixes its deployments when it starts, so a changed deployment set starts a replacement. Each
+ * instance mounts on a stand-in server object that hands its Mount to this host; the one real mount per endpoint
+ * delegates to the current instance, so the swap is atomic and the URI never changes. AML tokens are issued here,
+ * not by an instance, so they outlive swaps as they outlive deployment changes in Azure: a presented token of
+ * ours is exchanged for one the current instance issued with the same expiry.
  */
 export function createScoringHost(server: LoopbackServer): ScoringHost {
-  const servers = new Map<string, ScoringServer>();
+  const slots = new Map<string, Slot>();
   const pathOf = (endpoint: string) => `/endpoints/${encodeURIComponent(endpoint)}/score`;
-  // Swaps are serialised per endpoint so two syncs cannot interleave their start/close.
-  const queues = new Map<string, Promise<void>>();
-  const serialised = (endpoint: string, task: () => Promise<void>): Promise<void> => {
-    const next = (queues.get(endpoint) ?? Promise.resolve()).then(task, task);
-    queues.set(
-      endpoint,
-      next.catch(() => undefined),
-    );
+
+  const slotOf = (endpoint: string): Slot => {
+    const existing = slots.get(endpoint);
+    if (existing !== undefined) return existing;
+    const path = pathOf(endpoint);
+    const slot: Slot = {
+      current: undefined,
+      unmount: () => undefined,
+      tokens: new Map(),
+      queue: Promise.resolve(),
+    };
+    slot.unmount = server.mount({
+      matches: (pathname) => pathname === path,
+      async handle(req, res, context) {
+        const current = slot.current;
+        if (current === undefined) {
+          sendJson(res, 404, {
+            error: { code: "NoDeployment", message: `endpoint ${endpoint} has no running deployment yet` },
+          });
+          return;
+        }
+        const presented = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
+        const issued = presented === undefined ? undefined : slot.tokens.get(presented);
+        const now = Math.floor(Date.now() / 1000);
+        if (issued !== undefined && issued.expiry > now) {
+          let instanceToken = issued.perInstance.get(current.scoring);
+          if (instanceToken === undefined) {
+            instanceToken = current.scoring.issueAmlToken({
+              lifetimeSeconds: issued.expiry - now,
+            }).accessToken;
+            issued.perInstance.set(current.scoring, instanceToken);
+          }
+          req.headers.authorization = `Bearer ${instanceToken}`;
+        }
+        await current.mount.handle(req, res, context);
+      },
+    });
+    slots.set(endpoint, slot);
+    return slot;
+  };
+
+  const serialised = (slot: Slot, task: () => Promise<void>): Promise<void> => {
+    const next = slot.queue.then(task, task);
+    slot.queue = next.catch(() => undefined);
     return next;
   };
 
   return {
     scoringUri: (endpoint) => `${server.origin}${pathOf(endpoint)}`,
     sync(endpoint, state) {
-      return serialised(endpoint, async () => {
-        const previous = servers.get(endpoint);
+      const slot = slotOf(endpoint);
+      return serialised(slot, async () => {
+        const previous = slot.current;
         const names = Object.keys(state.models);
         if (names.length === 0) {
-          servers.delete(endpoint);
-          await previous?.close();
+          slot.current = undefined;
+          await previous?.scoring.close();
           return;
         }
-        const next = await startScoringServer({
-          server,
+        let captured: Mount | undefined;
+        const stage: LoopbackServer = {
+          origin: server.origin,
+          port: server.port,
+          mount(mount) {
+            captured = mount;
+            return () => undefined;
+          },
+          close: async () => undefined,
+        };
+        const scoring = await startScoringServer({
+          server: stage,
           path: pathOf(endpoint),
           deployments: names.map((name) => ({ name, weight: state.traffic[name] ?? 0 })),
           models: state.models,
           keys: state.keys,
         });
-        servers.set(endpoint, next);
-        await previous?.close();
+        if (captured === undefined) throw new Error("the scoring server did not mount itself");
+        slot.current = { scoring, mount: captured };
+        await previous?.scoring.close();
       });
     },
     setTraffic(endpoint, traffic) {
-      const current = servers.get(endpoint);
+      const current = slots.get(endpoint)?.current;
       if (current === undefined) return;
       // Deployments that the scoring server does not serve (failed ones) carry no traffic there.
       const served = Object.fromEntries(
-        Object.keys(current.traffic).map((name) => [name, traffic[name] ?? 0]),
+        Object.keys(current.scoring.traffic).map((name) => [name, traffic[name] ?? 0]),
       );
-      current.setTraffic(served);
+      current.scoring.setTraffic(served);
     },
     setKeys(endpoint, keys) {
-      servers.get(endpoint)?.setKeys(keys);
+      slots.get(endpoint)?.current?.scoring.setKeys(keys);
     },
     issueAmlToken(endpoint, lifetimeSeconds) {
-      const current = servers.get(endpoint);
-      if (current === undefined) {
-        throw new Error(`endpoint ${endpoint} has no running deployment to accept a token`);
-      }
-      return current.issueAmlToken({ lifetimeSeconds });
+      const slot = slotOf(endpoint);
+      const now = Math.floor(Date.now() / 1000);
+      for (const [token, issued] of slot.tokens) if (issued.expiry <= now) slot.tokens.delete(token);
+      const accessToken = randomBytes(32).toString("base64url");
+      slot.tokens.set(accessToken, { expiry: now + lifetimeSeconds, perInstance: new WeakMap() });
+      return {
+        accessToken,
+        tokenType: "Bearer",
+        expiryTimeUtc: now + lifetimeSeconds,
+        refreshAfterTimeUtc: now + Math.floor(lifetimeSeconds / 2),
+      };
     },
     removeEndpoint(endpoint) {
-      return serialised(endpoint, async () => {
-        const current = servers.get(endpoint);
-        servers.delete(endpoint);
-        await current?.close();
+      const slot = slots.get(endpoint);
+      if (slot === undefined) return Promise.resolve();
+      return serialised(slot, async () => {
+        slots.delete(endpoint);
+        slot.unmount();
+        const current = slot.current;
+        slot.current = undefined;
+        await current?.scoring.close();
       });
     },
-    server: (endpoint) => servers.get(endpoint),
+    server: (endpoint) => slots.get(endpoint)?.current?.scoring,
     async close() {
-      await Promise.all([...servers.values()].map((s) => s.close()));
-      servers.clear();
+      const all = [...slots.values()];
+      slots.clear();
+      for (const slot of all) slot.unmount();
+      await Promise.all(all.map((slot) => slot.current?.scoring.close()));
     },
   };
 }
