@@ -99,9 +99,11 @@ describe("trustInProcess", () => {
   it("lets MSAL (through @azure/identity) reach an HTTPS authority signed by the sandbox CA", async () => {
     // A minimal authority that accepts anything: this test is about the TLS handshake, entra.test.ts about Entra.
     const authority = await startLoopbackServer({ tls: await ca.issueServerCertificate() });
+    let served = 0;
     authority.mount({
       matches: (pathname) => pathname.startsWith("/tenant-1/"),
       async handle(req, res, { url }) {
+        served += 1;
         if (url.pathname.endsWith("/openid-configuration")) {
           sendJson(res, 200, {
             issuer: `${authority.origin}/tenant-1/v2.0`,
@@ -122,11 +124,14 @@ describe("trustInProcess", () => {
         disableInstanceDiscovery: true,
       });
     try {
+      // MSAL reports only endpoints_resolution_error; that no request reached the authority shows TLS stopped it.
       await expect(credential().getToken("https://management.azure.com/.default")).rejects.toThrow();
+      expect(served).toBe(0);
       const untrust = trustInProcess(ca.caPem);
       try {
         const token = await credential().getToken("https://management.azure.com/.default");
         expect(token.token).toBe("opaque-test-token");
+        expect(served).toBe(2);
       } finally {
         untrust();
       }
