@@ -4,7 +4,7 @@
 // must send what the SDK never would.
 import { randomUUID } from "node:crypto";
 import type { AzureMachineLearningWorkspaces, OnlineDeployment } from "@azure/arm-machinelearning";
-import { isRestError } from "@azure/core-rest-pipeline";
+import { createHttpHeaders, createPipelineRequest, isRestError } from "@azure/core-rest-pipeline";
 import { BlobServiceClient, StorageSharedKeyCredential } from "@azure/storage-blob";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -318,6 +318,91 @@ describe("provisioning edges", () => {
       ]),
     );
     expect(sandbox.specViolations).toEqual([]);
+  });
+});
+
+describe("mirror traffic at api-version 2023-04-01", () => {
+  const rg = () => sandbox.resourceGroup;
+  const ws = () => sandbox.workspace;
+
+  /** The endpoint as raw JSON through the client's pipeline, as production code writes mirror traffic. */
+  async function endpointJson(
+    method: "GET" | "PUT",
+    apiVersion: string,
+    body?: unknown,
+  ): Promise<{ status: number; json: { properties: Record<string, unknown> } & Record<string, unknown> }> {
+    const response = await client.sendRequest(
+      createPipelineRequest({
+        url: `${sandbox.endpoint}${sandbox.workspaceId}/onlineEndpoints/mirrored?api-version=${apiVersion}`,
+        method,
+        headers: createHttpHeaders({ "content-type": "application/json" }),
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      }),
+    );
+    return { status: response.status, json: JSON.parse(response.bodyAsText ?? "{}") };
+  }
+
+  async function settled(): Promise<Record<string, unknown>> {
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline) {
+      const { json } = await endpointJson("GET", "2023-04-01");
+      if (json.properties.provisioningState === "Succeeded") return json.properties;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    throw new Error("the endpoint update did not finish");
+  }
+
+  it("reads and writes mirrorTraffic at 2023-04-01 with Azure's rules; a 2022-10-01 PUT loses it", async () => {
+    await client.onlineEndpoints.beginCreateOrUpdateAndWait(
+      rg(),
+      ws(),
+      "mirrored",
+      { location: sandbox.location, properties: { authMode: "Key" } },
+      POLL,
+    );
+    for (const name of ["blue", "green"]) {
+      await client.onlineDeployments.beginCreateOrUpdateAndWait(
+        rg(),
+        ws(),
+        "mirrored",
+        name,
+        deployment(undefined),
+        POLL,
+      );
+    }
+    const start = exchanges.length;
+    const before = await endpointJson("GET", "2023-04-01");
+    expect(before.json.properties.mirrorTraffic).toEqual({});
+    const { id: _id, name: _name, type: _type, systemData: _systemData, ...writable } = before.json;
+    const { scoringUri: _s, provisioningState: _p, keys: _k, ...props } = before.json.properties;
+    const put = (properties: Record<string, unknown>) =>
+      endpointJson("PUT", "2023-04-01", { ...writable, properties: { ...props, ...properties } });
+
+    expect((await put({ traffic: { blue: 100 }, mirrorTraffic: { green: 10 } })).status).toBe(201);
+    expect(await settled()).toMatchObject({ traffic: { blue: 100 }, mirrorTraffic: { green: 10 } });
+
+    const tooMuch = await put({ traffic: { blue: 100 }, mirrorTraffic: { green: 60 } });
+    expect(tooMuch.status).toBe(400);
+    expect(JSON.stringify(tooMuch.json)).toContain("from 0 to 50");
+    const both = await put({ traffic: { blue: 100 }, mirrorTraffic: { blue: 10 } });
+    expect(JSON.stringify(both.json)).toContain("both live and mirror traffic");
+    const refused = await client.onlineDeployments
+      .beginDeleteAndWait(rg(), ws(), "mirrored", "green", POLL)
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(isRestError(refused) && refused.message).toContain("mirror traffic");
+
+    // The SDK (2022-10-01) neither sees the mirror setting nor keeps it: its full PUT clears it, as in Azure.
+    const typed = await client.onlineEndpoints.get(rg(), ws(), "mirrored");
+    const typedExchange = exchanges.at(-1);
+    expect(typedExchange?.responseBody).not.toContain("mirrorTraffic");
+    await client.onlineEndpoints.beginCreateOrUpdateAndWait(rg(), ws(), "mirrored", typed, POLL);
+    expect(await settled()).toMatchObject({ traffic: { blue: 100 }, mirrorTraffic: {} });
+    expect(sandbox.onlineEndpoint("mirrored")?.traffic).toEqual({ blue: 100 });
+    expect(checkAgainstSpec(exchanges.slice(start)).violations).toEqual([]);
+    await client.onlineEndpoints.beginDeleteAndWait(rg(), ws(), "mirrored", POLL);
   });
 });
 

@@ -22,17 +22,19 @@ import {
   sendJson,
   startLoopbackServer,
 } from "../http-server.ts";
-import {
-  type AmlToken,
-  type EndpointKeys,
-  generateEndpointKey,
-  type ScoringServer,
-} from "../scoring-server.ts";
+import { type EndpointKeys, generateEndpointKey, type ScoringServer } from "../scoring-server.ts";
 import type { Azurite } from "./azurite.ts";
 import { ArmError, badRequest, notFound, operationConflict } from "./errors.ts";
 import { createModelStore, type ModelStore, type SandboxModelVersion } from "./models.ts";
 import { createScoringHost, type ScoringHost } from "./scoring-host.ts";
-import { ARM_API_VERSION, loadArmSpec, type SpecViolation } from "./spec.ts";
+import {
+  ARM_API_VERSION,
+  loadArmSpec,
+  MIRROR_API_VERSION,
+  type SpecViolation,
+  SUPPORTED_API_VERSIONS,
+  withoutLaterAdditions,
+} from "./spec.ts";
 import { type Caller, callerOf, type SystemData, systemDataFor } from "./system-data.ts";
 
 type Json = Record<string, unknown>;
@@ -199,6 +201,8 @@ interface EndpointRecord {
   publicNetworkAccess: string;
   compute: string | undefined;
   traffic: Record<string, number>;
+  /** Only readable and writable at api-version 2023-04-01 or later; a PUT at an older version clears it. */
+  mirrorTraffic: Record<string, number>;
   provisioningState: string;
   keys: EndpointKeys;
   systemData: SystemData;
@@ -317,6 +321,8 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
       provisioningState: ep.provisioningState,
       publicNetworkAccess: ep.publicNetworkAccess,
       traffic: { ...ep.traffic },
+      // Removed again for callers at 2022-10-01 (see send), which does not know it.
+      mirrorTraffic: { ...ep.mirrorTraffic },
       // Write-only: "This property will always be returned as null."
       keys: null,
       ...(ep.compute === undefined ? {} : { compute: ep.compute }),
@@ -512,15 +518,53 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
     }
   };
 
-  const putEndpoint = (name: string, body: Json, caller: Caller): Reply => {
+  /** Azure's mirror rules: one target, at most 50 %, succeeded, and never a deployment that takes live traffic. */
+  const validateMirror = (
+    ep: EndpointRecord,
+    traffic: Record<string, number>,
+    mirror: Record<string, number>,
+  ) => {
+    const targets = Object.entries(mirror).filter(([, weight]) => weight !== 0);
+    if (targets.length > 1) {
+      throw badRequest(
+        `Mirror traffic can go to one deployment only; got ${targets.map(([n]) => n).join(", ")}.`,
+      );
+    }
+    for (const [name, weight] of targets) {
+      const dep = ep.deployments.get(name);
+      if (dep === undefined) {
+        throw badRequest(
+          `Mirror traffic rules are invalid: deployment ${name} does not exist on endpoint ${ep.name}.`,
+        );
+      }
+      if (!Number.isInteger(weight) || weight < 0 || weight > 50) {
+        throw badRequest(
+          `Mirror traffic rules are invalid: the mirror traffic of ${name} must be an integer from 0 to 50.`,
+        );
+      }
+      if (dep.provisioningState !== "Succeeded") {
+        throw badRequest(`Mirror traffic rules are invalid: deployment ${name} is ${dep.provisioningState}.`);
+      }
+      if ((traffic[name] ?? 0) > 0) {
+        throw badRequest(`Deployment ${name} cannot receive both live and mirror traffic.`);
+      }
+    }
+  };
+
+  const putEndpoint = (name: string, body: Json, caller: Caller, apiVersion: string): Reply => {
     if (!NAME.test(name)) throw badRequest(`${name} is not a valid endpoint name.`);
     const properties = (body.properties ?? {}) as Json;
     const traffic = (properties.traffic ?? {}) as Record<string, number>;
+    // Older api-versions do not know mirrorTraffic, and a PUT replaces the resource: the mirror setting is lost,
+    // as Microsoft's docs warn for older CLI and SDK versions.
+    const mirror =
+      apiVersion >= MIRROR_API_VERSION ? ((properties.mirrorTraffic ?? {}) as Record<string, number>) : {};
     const existing = endpoints.get(name);
     if (existing?.provisioningState === "Deleting") assertIdle(existing);
     if (existing !== undefined) {
       assertIdle(existing);
       validateTraffic(existing, traffic);
+      validateMirror(existing, traffic, mirror);
       if (properties.authMode !== existing.authMode) {
         throw badRequest(`The auth mode of endpoint ${name} cannot change (it is ${existing.authMode}).`);
       }
@@ -541,16 +585,18 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
       existing.compute = properties.compute as string | undefined;
       existing.systemData = systemDataFor(caller, existing.systemData);
       const nextTraffic = { ...traffic };
+      const nextMirror = { ...mirror };
       later(timings.endpointUpdateMs, () => {
         startLag(`ep:${name}`, before);
         existing.traffic = nextTraffic;
+        existing.mirrorTraffic = nextMirror;
         existing.provisioningState = "Succeeded";
         host.setTraffic(name, nextTraffic);
         finishOperation(existing, op);
       });
       return createdWithOperation(op, renderEndpoint(existing));
     }
-    if (Object.values(traffic).some((w) => w !== 0)) {
+    if ([...Object.values(traffic), ...Object.values(mirror)].some((w) => w !== 0)) {
       throw badRequest(`Traffic rules are invalid: endpoint ${name} has no deployments yet.`);
     }
     const initialKeys = properties.keys as { primaryKey?: string; secondaryKey?: string } | null | undefined;
@@ -567,6 +613,7 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
       publicNetworkAccess: (properties.publicNetworkAccess as string | undefined) ?? "Enabled",
       compute: properties.compute as string | undefined,
       traffic: {},
+      mirrorTraffic: {},
       provisioningState: "Creating",
       keys: {
         primary: initialKeys?.primaryKey ?? generateEndpointKey(),
@@ -586,7 +633,7 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
     return createdWithOperation(op, renderEndpoint(ep));
   };
 
-  const patchEndpoint = (name: string, body: Json, caller: Caller): Reply => {
+  const patchEndpoint = (name: string, body: Json, caller: Caller, apiVersion: string): Reply => {
     const ep = getEndpoint(name);
     assertIdle(ep);
     const op = startOperation(ep, `update of endpoint ${name}`);
@@ -598,7 +645,7 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
       if (body.identity !== undefined) ep.identity = body.identity as Json;
       ep.systemData = systemDataFor(caller, ep.systemData);
       ep.provisioningState = "Succeeded";
-      op.result = () => renderEndpoint(ep);
+      op.result = () => endpointAtVersion("OnlineEndpoints_Update", apiVersion, renderEndpoint(ep)) as Json;
       finishOperation(ep, op);
     });
     return accepted(op);
@@ -700,6 +747,12 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
         `Deployment ${name} cannot be deleted: it receives ${traffic}% of endpoint ${epName}'s traffic. Set its traffic to 0 first.`,
       );
     }
+    const mirrored = ep.mirrorTraffic[name] ?? 0;
+    if (mirrored > 0) {
+      throw badRequest(
+        `Deployment ${name} cannot be deleted: it receives ${mirrored}% of endpoint ${epName}'s mirror traffic. Set its mirror traffic to 0 first.`,
+      );
+    }
     assertIdle(ep);
     const op = startOperation(ep, `deletion of deployment ${name}`);
     dep.provisioningState = "Deleting";
@@ -708,6 +761,8 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
       lagged.delete(`dep:${epName}/${name}`);
       const { [name]: _removed, ...rest } = ep.traffic;
       ep.traffic = rest;
+      const { [name]: _unmirrored, ...mirrorRest } = ep.mirrorTraffic;
+      ep.mirrorTraffic = mirrorRest;
       await syncScoring(ep);
       finishOperation(ep, op);
     });
@@ -772,7 +827,13 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
     run: () => Reply | Promise<Reply>;
   }
 
-  const route = (method: string, path: string, body: () => Json, caller: Caller): Route => {
+  const route = (
+    method: string,
+    path: string,
+    body: () => Json,
+    caller: Caller,
+    apiVersion: string,
+  ): Route => {
     const operationsMatch =
       /^\/subscriptions\/([^/]+)\/providers\/microsoft\.machinelearningservices\/locations\/([^/]+)\/(mfeoperationsstatus|mfeoperationresults)\/([^/]+)$/i.exec(
         path,
@@ -880,9 +941,9 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
           });
         }
         if (method === "PUT")
-          return r("OnlineEndpoints_CreateOrUpdate", () => putEndpoint(epName, body(), caller));
+          return r("OnlineEndpoints_CreateOrUpdate", () => putEndpoint(epName, body(), caller, apiVersion));
         if (method === "PATCH")
-          return r("OnlineEndpoints_Update", () => patchEndpoint(epName, body(), caller));
+          return r("OnlineEndpoints_Update", () => patchEndpoint(epName, body(), caller, apiVersion));
         if (method === "DELETE") return r("OnlineEndpoints_Delete", () => deleteEndpoint(epName));
       }
       const action = parts[2]?.toLowerCase();
@@ -1070,11 +1131,15 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
     record: ArmRequestRecord,
     reply: Reply,
     operationId: string | undefined,
+    apiVersion: string | null,
   ) => {
-    let { status, body } = reply;
+    let { status } = reply;
+    let body =
+      operationId === undefined ? reply.body : endpointAtVersion(operationId, apiVersion, reply.body);
     let headers: Record<string, string> = { "x-ms-request-id": randomUUID(), ...reply.headers };
     if (operationId !== undefined) {
-      const problems = spec.checkResponse(operationId, status, body, headers);
+      const checked = withoutLaterAdditions(operationId, apiVersion, body);
+      const problems = spec.checkResponse(operationId, status, checked, headers);
       if (problems.length > 0) {
         violations.push(...problems);
         if ((options.onSpecViolation ?? "fail") === "fail") {
@@ -1117,11 +1182,11 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
             "The api-version query parameter (?api-version=) is required for all requests.",
           );
         }
-        if (apiVersion !== ARM_API_VERSION) {
+        if (!SUPPORTED_API_VERSIONS.includes(apiVersion)) {
           throw new ArmError(
             400,
             "NoRegisteredProviderFound",
-            `No registered resource provider found for location '${location}' and API version '${apiVersion}'. The supported api-versions are '${ARM_API_VERSION}'.`,
+            `No registered resource provider found for location '${location}' and API version '${apiVersion}'. The supported api-versions are '${SUPPORTED_API_VERSIONS.join(", ")}'.`,
           );
         }
         const throttle = throttleFaults.find((f) => f.remaining > 0 && matching(f.match, method, path));
@@ -1158,7 +1223,7 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
             );
           }
         };
-        const found = route(method, path, body, caller);
+        const found = route(method, path, body, caller, apiVersion);
         operationId = found.operationId;
         if (operationId !== undefined) record.operationId = operationId;
         if (isMutation(method, path)) {
@@ -1170,7 +1235,10 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
           }
         }
         if (operationId !== undefined && text !== "") {
-          const problems = spec.checkRequest(operationId, body());
+          const problems = spec.checkRequest(
+            operationId,
+            withoutLaterAdditions(operationId, apiVersion, body()),
+          );
           if (problems.length > 0) {
             throw new ArmError(
               400,
@@ -1179,7 +1247,7 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
             );
           }
         }
-        send(res, record, await found.run(), operationId);
+        send(res, record, await found.run(), operationId, apiVersion);
       } catch (error) {
         if (error instanceof BodyTooLargeError) {
           send(
@@ -1187,11 +1255,18 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
             record,
             { status: 413, body: new ArmError(413, "RequestEntityTooLarge", error.message).body() },
             undefined,
+            null,
           );
           return;
         }
         if (!(error instanceof ArmError)) throw error;
-        send(res, record, { status: error.status, body: error.body(), headers: error.headers }, operationId);
+        send(
+          res,
+          record,
+          { status: error.status, body: error.body(), headers: error.headers },
+          operationId,
+          null,
+        );
       }
     },
   });
@@ -1281,6 +1356,12 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
       return closing;
     },
   };
+}
+
+/** Endpoint JSON as a caller at `apiVersion` sees it: without `mirrorTraffic` before 2023-04-01. */
+function endpointAtVersion(operationId: string, apiVersion: string | null, body: unknown): unknown {
+  if (apiVersion !== null && apiVersion >= MIRROR_API_VERSION) return body;
+  return withoutLaterAdditions(operationId, MIRROR_API_VERSION, body);
 }
 
 /** A failure the provisioning reports as is (a fault, a missing model), as opposed to a crash of the loader. */

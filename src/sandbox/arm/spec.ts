@@ -20,6 +20,38 @@ const COMMON_TYPES = "common-types/resource-management/v3/types.json";
 const MANAGED_IDENTITY = "common-types/resource-management/v3/managedidentity.json";
 
 export const ARM_API_VERSION = "2022-10-01";
+/**
+ * The first stable api-version whose online endpoints carry `mirrorTraffic`. The sandbox also answers at this
+ * version (production code writes endpoint JSON at it when mirroring), with the 2022-10-01 shapes plus that one
+ * property; its spec is not vendored, so such exchanges are checked against 2022-10-01 without `mirrorTraffic`.
+ */
+export const MIRROR_API_VERSION = "2023-04-01";
+export const SUPPORTED_API_VERSIONS: readonly string[] = [ARM_API_VERSION, MIRROR_API_VERSION];
+
+/**
+ * A body as the 2022-10-01 spec can judge it: at a later api-version, `properties.mirrorTraffic` of an online
+ * endpoint (or of each endpoint in a list) is the one addition, and is set aside.
+ */
+export function withoutLaterAdditions(
+  operationId: string,
+  apiVersion: string | null,
+  body: unknown,
+): unknown {
+  if (apiVersion === null || apiVersion < MIRROR_API_VERSION || !operationId.startsWith("OnlineEndpoints_")) {
+    return body;
+  }
+  const strip = (resource: unknown): unknown => {
+    if (typeof resource !== "object" || resource === null) return resource;
+    const r = resource as Json;
+    if (typeof r.properties !== "object" || r.properties === null) return resource;
+    const { mirrorTraffic: _mirror, ...properties } = r.properties as Json;
+    return { ...r, properties };
+  };
+  if (typeof body === "object" && body !== null && Array.isArray((body as Json).value)) {
+    return { ...(body as Json), value: ((body as Json).value as unknown[]).map(strip) };
+  }
+  return strip(body);
+}
 
 export interface SpecOperation {
   operationId: string;
