@@ -177,6 +177,19 @@ describe("the workspace's default datastore and model registry", () => {
     expect(operationsSince(start)).toEqual(["Datastores_Get", "Datastores_ListSecrets"]);
   });
 
+  it("answers the workspace and lists the default datastore as the SDK asks for it", async () => {
+    const workspace = await client.workspaces.get(rg, ws);
+    expect(workspace.name).toBe(ws);
+    expect(workspace.location).toBe(sandbox.location);
+    expect(workspace.id).toBe(sandbox.workspaceId);
+    const defaults = [];
+    for await (const d of client.datastores.list(rg, ws, { isDefault: true })) defaults.push(d.name);
+    expect(defaults).toEqual(["workspaceblobstore"]);
+    const others = [];
+    for await (const d of client.datastores.list(rg, ws, { isDefault: false })) others.push(d.name);
+    expect(others).toEqual([]);
+  });
+
   it("registers model versions that point into the datastore, and lists them", async () => {
     const start = exchanges.length;
     for (const version of ["1", "2"]) {

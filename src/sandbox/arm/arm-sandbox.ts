@@ -594,7 +594,14 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
         host.setTraffic(name, nextTraffic);
         finishOperation(existing, op);
       });
-      return createdWithOperation(op, renderEndpoint(existing));
+      // The answer echoes what was asked for, Updating; GETs show the new maps once the operation has finished.
+      const accepted = renderEndpoint(existing);
+      accepted.properties = {
+        ...(accepted.properties as Json),
+        traffic: nextTraffic,
+        mirrorTraffic: nextMirror,
+      };
+      return createdWithOperation(op, accepted);
     }
     if ([...Object.values(traffic), ...Object.values(mirror)].some((w) => w !== 0)) {
       throw badRequest(`Traffic rules are invalid: endpoint ${name} has no deployments yet.`);
@@ -830,6 +837,7 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
   const route = (
     method: string,
     path: string,
+    query: URLSearchParams,
     body: () => Json,
     caller: Caller,
     apiVersion: string,
@@ -877,7 +885,11 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
     if (collection === "datastores") {
       const name = parts[1];
       if (key === "GET 1")
-        return r("Datastores_List", () => ({ status: 200, body: { value: modelStore.listDatastores() } }));
+        return r("Datastores_List", () => {
+          // The one datastore is the default: `isDefault=false` asks for the others, of which there are none.
+          const all = modelStore.listDatastores();
+          return { status: 200, body: { value: query.get("isDefault") === "false" ? [] : all } };
+        });
       if (key === "GET 2" && name !== undefined)
         return r("Datastores_Get", () => ({ status: 200, body: modelStore.getDatastore(name) }));
       if (key === "POST 3" && name !== undefined && parts[2]?.toLowerCase() === "listsecrets") {
@@ -1223,7 +1235,7 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
             );
           }
         };
-        const found = route(method, path, body, caller, apiVersion);
+        const found = route(method, path, url.searchParams, body, caller, apiVersion);
         operationId = found.operationId;
         if (operationId !== undefined) record.operationId = operationId;
         if (isMutation(method, path)) {
