@@ -84,17 +84,21 @@ export function createCreditModel(weights: CreditModelWeights): ScoringModel {
   return {
     columns: CREDIT_COLUMNS,
     async score(input) {
-      return readRows(input).map(predictRow);
+      return readScoringRows(input).map(predictRow);
     },
   };
 }
 
 const MAX_ROWS = 10_000;
 
-/** Accepts the two shapes Azure ML MLflow deployments take: `{"input_data": {columns, data}}` and `{"data": rows}`. */
-function readRows(input: unknown): number[][] {
+/**
+ * Accepts the two shapes Azure ML MLflow deployments take: `{"input_data": {columns, data}}` and `{"data": rows}`,
+ * and returns the rows with their values in `expected` order (named columns may come in any order). Exported so
+ * that every sandbox model (the ONNX ones too) accepts and refuses exactly the same bodies.
+ */
+export function readScoringRows(input: unknown, expected: readonly string[] = CREDIT_COLUMNS): number[][] {
   if (!isObject(input)) throw new ModelInputError("the body must be a JSON object");
-  let columns: readonly string[] = CREDIT_COLUMNS;
+  let columns: readonly string[] = expected;
   let data: unknown;
   if ("input_data" in input) {
     const inputData = input.input_data;
@@ -113,9 +117,9 @@ function readRows(input: unknown): number[][] {
       'expected {"input_data": {"columns": [...], "data": [[...]]}} or {"data": [[...]]}',
     );
   }
-  const missing = CREDIT_COLUMNS.filter((c) => !columns.includes(c));
+  const missing = expected.filter((c) => !columns.includes(c));
   if (missing.length > 0) throw new ModelInputError(`missing columns: ${missing.join(", ")}`);
-  const order = CREDIT_COLUMNS.map((c) => columns.indexOf(c));
+  const order = expected.map((c) => columns.indexOf(c));
   if (!Array.isArray(data)) throw new ModelInputError("data must be an array of rows");
   if (data.length > MAX_ROWS) throw new ModelInputError(`at most ${MAX_ROWS} rows per request`);
   return data.map((row, r) => {
