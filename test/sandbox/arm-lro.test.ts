@@ -282,12 +282,23 @@ describe("provisioning edges", () => {
     );
     expect(current.properties.traffic).toEqual({ only: 100 });
     // Deleting the endpoint is allowed with traffic; only a deployment delete is refused.
-    await client.onlineEndpoints.beginDeleteAndWait(
+    const deleting = await client.onlineEndpoints.beginDelete(
       sandbox.resourceGroup,
       sandbox.workspace,
       "short-lived",
       POLL,
     );
+    // Until the operation ends the endpoint is still there, Deleting, and takes no other change.
+    const during = await client.onlineEndpoints.get(sandbox.resourceGroup, sandbox.workspace, "short-lived");
+    expect(during.properties.provisioningState).toBe("Deleting");
+    const blocked = await client.onlineDeployments
+      .beginDelete(sandbox.resourceGroup, sandbox.workspace, "short-lived", "only")
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(isRestError(blocked) && blocked.statusCode).toBe(409);
+    await deleting.pollUntilDone();
     expect(sandbox.onlineEndpoint("short-lived")).toBeUndefined();
     expect(sandbox.scoringServer("short-lived")).toBeUndefined();
     const scoring = await fetch(endpoint.properties.scoringUri ?? "", { method: "POST", body: "{}" });

@@ -474,8 +474,9 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
   // ---- handlers --------------------------------------------------------------------------------------------
 
   const getEndpoint = (name: string): EndpointRecord => {
+    // An endpoint being deleted is still there (provisioningState Deleting) until the operation ends.
     const ep = endpoints.get(name);
-    if (ep === undefined || ep.provisioningState === "Deleting") {
+    if (ep === undefined) {
       throw notFound(`${PROVIDER}/workspaces/${workspace}/onlineEndpoints`, name, resourceGroup);
     }
     return ep;
@@ -560,7 +561,6 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
     const mirror =
       apiVersion >= MIRROR_API_VERSION ? ((properties.mirrorTraffic ?? {}) as Record<string, number>) : {};
     const existing = endpoints.get(name);
-    if (existing?.provisioningState === "Deleting") assertIdle(existing);
     if (existing !== undefined) {
       assertIdle(existing);
       validateTraffic(existing, traffic);
@@ -748,6 +748,8 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
     const ep = getEndpoint(epName);
     const dep = ep.deployments.get(name);
     if (dep === undefined) return { status: 204 };
+    // While another operation runs, the traffic it may be changing is not settled: conflict first.
+    assertIdle(ep);
     const traffic = ep.traffic[name] ?? 0;
     if (traffic > 0) {
       throw badRequest(
@@ -760,7 +762,6 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
         `Deployment ${name} cannot be deleted: it receives ${mirrored}% of endpoint ${epName}'s mirror traffic. Set its mirror traffic to 0 first.`,
       );
     }
-    assertIdle(ep);
     const op = startOperation(ep, `deletion of deployment ${name}`);
     dep.provisioningState = "Deleting";
     later(timings.deleteMs, async () => {
@@ -936,7 +937,6 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
           status: 200,
           body: {
             value: [...endpoints.values()]
-              .filter((ep) => ep.provisioningState !== "Deleting")
               .map((ep) => readThroughLag(`ep:${ep.name}`, renderEndpoint(ep)))
               .filter((ep) => ep !== undefined),
           },
