@@ -254,7 +254,7 @@ describe("through the scoring stand-in", () => {
     // What a canary sees: v3's extra milliseconds stand out over loopback HTTP, not only in process.
     const one = [rows[0] ?? []];
     const latency: Record<string, number[]> = { blue: [], red: [] };
-    for (let round = 0; round < 12; round++) {
+    for (let round = 0; round < 15; round++) {
       for (const deployment of ["blue", "red"]) {
         const start = performance.now();
         const response = await post(one, deployment);
@@ -262,7 +262,9 @@ describe("through the scoring stand-in", () => {
         latency[deployment]?.push(performance.now() - start);
       }
     }
-    expect(median(latency.red ?? []) / median(latency.blue ?? [])).toBeGreaterThan(3);
+    // Idle, the ratio is about 7 (≈ 1.4 ms against ≈ 9.5 ms); with every core busy it fell to about 3. A
+    // v3 without its slow Loop measures below 1.
+    expect(median(latency.red ?? []) / median(latency.blue ?? [])).toBeGreaterThan(2);
   });
 });
 
