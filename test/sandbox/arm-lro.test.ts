@@ -251,6 +251,45 @@ describe("provisioning edges", () => {
     expect(sandbox.onlineEndpoint("edge")?.deployments).toEqual({});
   });
 
+  it("holds names and locations to Azure ML's rules, which are stricter than the SDK's patterns", async () => {
+    const refusal = (promise: Promise<unknown>) =>
+      promise.then(
+        () => "accepted",
+        (e: unknown) => (isRestError(e) ? `${e.statusCode} ${e.message}` : String(e)),
+      );
+    const rg = sandbox.resourceGroup;
+    const ws = sandbox.workspace;
+    expect(
+      await refusal(
+        client.onlineDeployments.beginCreateOrUpdate(rg, ws, "edge", "v2_model", deployment(undefined)),
+      ),
+    ).toMatch(/^400 v2_model is not a valid deployment name/);
+    expect(
+      await refusal(
+        client.onlineEndpoints.beginCreateOrUpdate(rg, ws, "9lives", {
+          location: sandbox.location,
+          properties: { authMode: "Key" },
+        }),
+      ),
+    ).toMatch(/^400 9lives is not a valid endpoint name/);
+    expect(
+      await refusal(
+        client.onlineEndpoints.beginCreateOrUpdate(rg, ws, "elsewhere", {
+          location: "eastus",
+          properties: { authMode: "Key" },
+        }),
+      ),
+    ).toContain("must be in its workspace's location");
+    expect(
+      await refusal(
+        client.onlineDeployments.beginCreateOrUpdate(rg, ws, "edge", "far", {
+          ...deployment(undefined),
+          location: "eastus",
+        }),
+      ),
+    ).toContain("must be in its endpoint's location");
+  });
+
   it("deleting an endpoint takes its deployments and its scoring URI with it", async () => {
     await client.onlineEndpoints.beginCreateOrUpdateAndWait(
       sandbox.resourceGroup,
@@ -466,7 +505,7 @@ describe("the sandbox holds its own responses to the spec", () => {
     });
     try {
       const response = await fetch(
-        `${broken.endpoint}${broken.workspaceId}/onlineEndpoints/x?api-version=2022-10-01`,
+        `${broken.endpoint}${broken.workspaceId}/onlineEndpoints/spec-check?api-version=2022-10-01`,
         {
           method: "PUT",
           headers: { authorization: "Bearer any", "content-type": "application/json" },

@@ -590,7 +590,7 @@ describe("online endpoints and deployments", () => {
       location: sandbox.location,
       properties: { endpointComputeType: "Managed" },
     };
-    await client.onlineDeployments.beginCreateOrUpdateAndWait(rg, ws, "tokened", "a", noModel, POLL);
+    await client.onlineDeployments.beginCreateOrUpdateAndWait(rg, ws, "tokened", "alpha", noModel, POLL);
     const scoringUri = (await client.onlineEndpoints.get(rg, ws, "tokened")).properties.scoringUri ?? "";
     const call = (deployment: string, bearer: string) =>
       fetch(scoringUri, {
@@ -598,10 +598,10 @@ describe("online endpoints and deployments", () => {
         headers: { authorization: `Bearer ${bearer}`, "azureml-model-deployment": deployment },
         body: JSON.stringify({ data: [SAMPLE_CREDIT_ROW] }),
       }).then((r) => r.status);
-    expect(await call("a", token.accessToken ?? "")).toBe(200);
-    await client.onlineDeployments.beginCreateOrUpdateAndWait(rg, ws, "tokened", "b", noModel, POLL);
-    expect(await call("b", token.accessToken ?? "")).toBe(200);
-    expect(await call("b", "made-up-token")).toBe(401);
+    expect(await call("alpha", token.accessToken ?? "")).toBe(200);
+    await client.onlineDeployments.beginCreateOrUpdateAndWait(rg, ws, "tokened", "beta", noModel, POLL);
+    expect(await call("beta", token.accessToken ?? "")).toBe(200);
+    expect(await call("beta", "made-up-token")).toBe(401);
     await client.onlineEndpoints.beginDeleteAndWait(rg, ws, "tokened", POLL);
     expect(sandbox.onlineEndpoint("tokened")).toBeUndefined();
   });

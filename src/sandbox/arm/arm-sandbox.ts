@@ -242,7 +242,11 @@ const DEFAULT_TIMINGS: Required<ArmTimings> = {
   regenerateKeysMs: 100,
 };
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
-const NAME = /^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$/;
+/**
+ * Azure ML's own rule for endpoint and deployment names (stricter than the SDK's parameter pattern): a letter
+ * first, then letters, digits and hyphens, 3 to 32 characters. Endpoint names also become DNS labels.
+ */
+const ENDPOINT_NAME = /^[a-zA-Z][a-zA-Z0-9-]{2,31}$/;
 
 export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSandbox> {
   const spec = loadArmSpec();
@@ -553,7 +557,16 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
   };
 
   const putEndpoint = (name: string, body: Json, caller: Caller, apiVersion: string): Reply => {
-    if (!NAME.test(name)) throw badRequest(`${name} is not a valid endpoint name.`);
+    if (!ENDPOINT_NAME.test(name)) {
+      throw badRequest(
+        `${name} is not a valid endpoint name: it must start with a letter and have 3-32 letters, digits or hyphens.`,
+      );
+    }
+    if (typeof body.location === "string" && body.location.toLowerCase() !== location.toLowerCase()) {
+      throw badRequest(
+        `Endpoint ${name} must be in its workspace's location ${location}, not ${body.location}.`,
+      );
+    }
     const properties = (body.properties ?? {}) as Json;
     const traffic = (properties.traffic ?? {}) as Record<string, number>;
     // Older api-versions do not know mirrorTraffic, and a PUT replaces the resource: the mirror setting is lost,
@@ -675,8 +688,17 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
   };
 
   const putDeployment = (epName: string, name: string, body: Json, caller: Caller): Reply => {
-    if (!NAME.test(name)) throw badRequest(`${name} is not a valid deployment name.`);
+    if (!ENDPOINT_NAME.test(name)) {
+      throw badRequest(
+        `${name} is not a valid deployment name: it must start with a letter and have 3-32 letters, digits or hyphens.`,
+      );
+    }
     const ep = getEndpoint(epName);
+    if (typeof body.location === "string" && body.location.toLowerCase() !== ep.location.toLowerCase()) {
+      throw badRequest(
+        `Deployment ${name} must be in its endpoint's location ${ep.location}, not ${body.location}.`,
+      );
+    }
     assertIdle(ep);
     const properties = { ...((body.properties ?? {}) as Json) };
     delete properties.provisioningState;
