@@ -7397,13 +7397,24 @@ var package_default = {
   devDependencies: {
     "@biomejs/biome": "2.6.8",
     "@cloudflare/workers-types": "5.20261117.1",
+    "@peculiar/x509": "2.2.0",
     "@types/node": "24.19.2",
+    ajv: "8.20.0",
+    azurite: "3.37.0",
     esbuild: "0.28.2",
     node: "24.21.0",
+    "onnx-proto": "8.0.1",
+    "onnxruntime-node": "1.30.0",
     typescript: "7.0.2",
     vitest: "5.1.1"
   },
   dependencies: {
+    "@actions/core": "3.0.1",
+    "@actions/github": "9.1.1",
+    "@azure/arm-machinelearning": "2.1.1",
+    "@azure/identity": "4.14.1",
+    "@azure/keyvault-secrets": "4.12.0",
+    "@azure/storage-blob": "12.34.0",
     "@humanwhocodes/momoa": "3.3.13",
     jose: "6.2.18",
     miniflare: "4.20260730.0",
@@ -7413,7 +7424,9 @@ var package_default = {
   allowScripts: {
     esbuild: true,
     node: true,
-    workerd: true
+    workerd: true,
+    "onnxruntime-node": false,
+    protobufjs: false
   }
 };
 
@@ -29268,14 +29281,14 @@ function createCreditModel(weights) {
   return {
     columns: CREDIT_COLUMNS,
     async score(input2) {
-      return readRows(input2).map(predictRow);
+      return readScoringRows(input2).map(predictRow);
     }
   };
 }
 var MAX_ROWS = 1e4;
-function readRows(input2) {
+function readScoringRows(input2, expected = CREDIT_COLUMNS) {
   if (!isObject3(input2)) throw new ModelInputError("the body must be a JSON object");
-  let columns = CREDIT_COLUMNS;
+  let columns = expected;
   let data;
   if ("input_data" in input2) {
     const inputData = input2.input_data;
@@ -29294,9 +29307,9 @@ function readRows(input2) {
       'expected {"input_data": {"columns": [...], "data": [[...]]}} or {"data": [[...]]}'
     );
   }
-  const missing = CREDIT_COLUMNS.filter((c) => !columns.includes(c));
+  const missing = expected.filter((c) => !columns.includes(c));
   if (missing.length > 0) throw new ModelInputError(`missing columns: ${missing.join(", ")}`);
-  const order = CREDIT_COLUMNS.map((c) => columns.indexOf(c));
+  const order = expected.map((c) => columns.indexOf(c));
   if (!Array.isArray(data)) throw new ModelInputError("data must be an array of rows");
   if (data.length > MAX_ROWS) throw new ModelInputError(`at most ${MAX_ROWS} rows per request`);
   return data.map((row, r) => {
@@ -29395,6 +29408,7 @@ async function buildWorker(entryPoint, minify) {
 
 // src/sandbox/http-server.ts
 import { createServer } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 var LOOPBACK_HOST = "127.0.0.1";
 var AddressInUseError = class extends Error {
   port;
@@ -29408,7 +29422,7 @@ async function startLoopbackServer(options = {}) {
   const mounts = [];
   const sockets = /* @__PURE__ */ new Set();
   const closing = new AbortController();
-  const server = createServer((req, res) => {
+  const listener = (req, res) => {
     const url2 = new URL(req.url ?? "/", `http://${LOOPBACK_HOST}`);
     const perRequest = new AbortController();
     const abort = () => perRequest.abort();
@@ -29429,7 +29443,9 @@ async function startLoopbackServer(options = {}) {
         res.destroy();
       }
     });
-  });
+  };
+  const server = options.tls === void 0 ? createServer(listener) : createHttpsServer({ cert: options.tls.certPem, key: options.tls.keyPem }, listener);
+  const scheme = options.tls === void 0 ? "http" : "https";
   server.on("connection", (socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
@@ -29446,7 +29462,7 @@ async function startLoopbackServer(options = {}) {
   });
   let closed;
   return {
-    origin: `http://${LOOPBACK_HOST}:${port}`,
+    origin: `${scheme}://${LOOPBACK_HOST}:${port}`,
     port,
     mount(mount) {
       mounts.push(mount);

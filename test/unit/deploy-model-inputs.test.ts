@@ -1,0 +1,340 @@
+// The deploy-model action as an action (STYLE.md 7): @actions/core mocked, inputs from a table, Azure behind the
+// in-memory workspace. Bad inputs must fail the step before any credential or client exists; good ones produce the
+// outputs and summary a workflow reads.
+
+import { readFileSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { parse as parseYaml } from "yaml";
+
+const core = vi.hoisted(() => ({
+  outputs: {} as Record<string, string>,
+  failed: [] as string[],
+  secrets: [] as string[],
+}));
+
+vi.mock("@actions/core", async (importOriginal) => {
+  const actual = await importOriginal<typeof import("@actions/core")>();
+  return {
+    ...actual,
+    setOutput: (name: string, value: string) => {
+      core.outputs[name] = value;
+    },
+    setFailed: (message: string) => {
+      core.failed.push(message);
+    },
+    setSecret: (secret: string) => {
+      core.secrets.push(secret);
+    },
+    debug: () => {},
+    info: () => {},
+    warning: () => {},
+  };
+});
+
+const { run } = await import("../../src/actions/deploy-model/main.ts");
+const { DEPLOY_MODEL_INPUTS, readDeployModelSettings } = await import(
+  "../../src/actions/deploy-model/settings.ts"
+);
+const { ConfigurationError } = await import("../../src/azure/errors.ts");
+const { ARM, FakeMl, fakeClock, recordingLogger, SUB, WORKSPACE_ID } = await import("./fake-ml-client.ts");
+
+const VALID: Record<string, string> = {
+  "client-id": "11111111-1111-1111-1111-111111111111",
+  "tenant-id": "22222222-2222-2222-2222-222222222222",
+  "subscription-id": SUB,
+  "resource-group": "rg",
+  workspace: "aml-ws",
+  endpoint: "credit",
+  model: "azureml:credit:1",
+  "arm-endpoint": ARM,
+};
+
+/** core.getInput's contract: "" for an input the workflow did not set. */
+const inputs =
+  (table: Record<string, string>) =>
+  (name: string): string =>
+    table[name] ?? "";
+
+function settingsError(table: Record<string, string>): string {
+  try {
+    readDeployModelSettings(inputs(table));
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigurationError);
+    return (error as Error).message;
+  }
+  throw new Error("expected the settings to be refused");
+}
+
+beforeEach(() => {
+  core.outputs = {};
+  core.failed = [];
+  core.secrets = [];
+});
+
+describe("deploy-model settings", () => {
+  it("applies the documented defaults", () => {
+    const settings = readDeployModelSettings(inputs(VALID));
+    expect(settings).toMatchObject({
+      "instance-type": "Standard_DS3_v2",
+      "instance-count": 1,
+      "timeout-minutes": 30,
+      "oidc-audience": "api://AzureADTokenExchange",
+      "authority-host": "https://login.microsoftonline.com",
+    });
+    expect(settings.deployment).toBeUndefined();
+    expect(settings["blob-endpoint"]).toBeUndefined();
+    expect(readDeployModelSettings(inputs({ ...VALID, "arm-endpoint": "" }))["arm-endpoint"]).toBe(
+      "https://management.azure.com",
+    );
+  });
+
+  it("names every missing required input, with what to set it to", () => {
+    const message = settingsError({});
+    for (const input of [
+      "client-id",
+      "tenant-id",
+      "subscription-id",
+      "resource-group",
+      "workspace",
+      "endpoint",
+      "model",
+    ]) {
+      expect(message).toContain(`Input \`${input}\` is required: set it to`);
+    }
+    expect(message).toMatch(/^deploy-model: 7 inputs need fixing before anything is changed/);
+  });
+
+  it.each([
+    ["instance-count", "abc", /Input `instance-count`: must be a whole number from 1 to 100 \(got "abc"\)/],
+    ["instance-count", "0", /Input `instance-count`: must be a whole number from 1 to 100 \(got "0"\)/],
+    ["timeout-minutes", "1.5", /Input `timeout-minutes`: must be a whole number from 1 to 360/],
+    ["client-id", "my-app", /Input `client-id`: must be the client ID .* a GUID/],
+    ["endpoint", "-bad", /Input `endpoint`: must be an online endpoint name: 3-32 letters/],
+    [
+      "deployment",
+      "x",
+      /Input `deployment`: must be a deployment name.*leave it unset to alternate blue and green/,
+    ],
+    [
+      "model",
+      "azureml:credit",
+      /Input `model`: "azureml:credit" is not a registered model reference. Use azureml:NAME:VERSION/,
+    ],
+    [
+      "arm-endpoint",
+      "http://arm.example",
+      /Input `arm-endpoint`: must be an https URL of Azure Resource Manager/,
+    ],
+    [
+      "environment",
+      "onnx:4",
+      /Input `environment`: must be a registered environment version: azureml:NAME:VERSION/,
+    ],
+    [
+      "environment-variables",
+      "A=1\nnot a pair",
+      /Input `environment-variables`: must be one NAME=value per line; "not a pair"/,
+    ],
+  ])("refuses %s=%j, naming the input, the problem and the accepted form", (input, value, expected) => {
+    expect(settingsError({ ...VALID, [input]: value })).toMatch(expected);
+  });
+
+  it("requires scoring-script and environment with code", () => {
+    const message = settingsError({ ...VALID, code: "azureml:score:2" });
+    expect(message).toMatch(/Input `scoring-script`: is required with `code`/);
+    expect(message).toMatch(/Input `environment`: is required with `code` and `scoring-script`/);
+  });
+
+  it("parses environment variables, one per line", () => {
+    const settings = readDeployModelSettings(
+      inputs({ ...VALID, "environment-variables": "A=1\n\nB = x=y " }),
+    );
+    expect(settings["environment-variables"]).toEqual({ A: "1", B: "x=y" });
+    expect(
+      readDeployModelSettings(inputs({ ...VALID, "environment-variables": "A=1\nB=x=y" }))[
+        "environment-variables"
+      ],
+    ).toEqual({
+      A: "1",
+      B: "x=y",
+    });
+  });
+});
+
+describe("deploy-model run", () => {
+  let dir: string | undefined;
+  afterEach(async () => {
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+
+  function harness(fake = new FakeMl()) {
+    const clock = fakeClock();
+    const created: string[] = [];
+    const deps = {
+      logger: recordingLogger(clock),
+      clock,
+      workspaceDir: "/nonexistent-checkout",
+      createCredential: () => {
+        created.push("credential");
+        return { getToken: async () => null };
+      },
+      createClient: () => {
+        created.push("client");
+        return fake.client;
+      },
+      blobUploader: () => ({ upload: async () => {} }),
+    };
+    return { fake, deps, created };
+  }
+
+  it("fails on bad inputs before any credential or Azure client exists", async () => {
+    const { deps, created, fake } = harness();
+    await run({ ...deps, readInput: inputs({ ...VALID, "instance-count": "many" }) });
+    expect(core.failed).toHaveLength(1);
+    expect(core.failed[0]).toMatch(/Input `instance-count`/);
+    expect(created).toEqual([]);
+    expect(fake.calls).toEqual([]);
+    expect(core.outputs).toEqual({});
+  });
+
+  it("fails on a missing model folder before anything in Azure is read", async () => {
+    const { deps, created } = harness();
+    await run({ ...deps, readInput: inputs({ ...VALID, model: "models/credit/9" }) });
+    expect(core.failed[0]).toMatch(/^Input `model`: .*models\/credit\/9 does not exist/);
+    expect(created).toEqual([]);
+  });
+
+  it("deploys beside the serving slot at 0% and sets every output", async () => {
+    const { deps, fake } = harness();
+    fake.addEndpoint("credit", { blue: 100 });
+    await run({ ...deps, readInput: inputs(VALID) });
+    expect(core.failed).toEqual([]);
+    expect(core.outputs).toEqual({
+      deployment: "green",
+      "model-id": `${WORKSPACE_ID}/models/credit/versions/1`,
+      "scoring-uri": "https://credit.westeurope.inference.ml.azure.com/score",
+      "previous-traffic": '{"blue":100}',
+    });
+    expect(fake.endpointPuts).toEqual([]);
+    expect(fake.endpoints.get("credit")?.json.properties.traffic).toEqual({ blue: 100 });
+    expect(fake.deploymentPuts.map((p) => p.deployment)).toEqual(["green"]);
+  });
+
+  it("creates a missing endpoint and deploys blue there", async () => {
+    const { deps, fake } = harness();
+    await run({ ...deps, readInput: inputs({ ...VALID, endpoint: "fresh" }) });
+    expect(core.failed).toEqual([]);
+    expect(core.outputs.deployment).toBe("blue");
+    expect(core.outputs["previous-traffic"]).toBe("{}");
+    expect(fake.calls).toContain("onlineEndpoints.beginCreateOrUpdate fresh");
+  });
+
+  it("uploads and registers a model folder from the checkout", async () => {
+    dir = await mkdtemp(join(tmpdir(), "aml-edge-checkout-"));
+    await writeFile(join(dir, "model.onnx"), "bytes");
+    await writeFile(join(dir, "aml-edge-model.json"), JSON.stringify({ name: "credit" }));
+    const { deps, fake } = harness();
+    fake.addEndpoint("credit", { green: 100 });
+    await run({ ...deps, workspaceDir: dir, readInput: inputs({ ...VALID, model: "." }) });
+    expect(core.failed).toEqual([]);
+    expect(core.outputs.deployment).toBe("blue");
+    expect(core.outputs["model-id"]).toBe(`${WORKSPACE_ID}/models/credit/versions/2`);
+    expect(core.secrets).toContain(fake.datastoreKey);
+  });
+
+  it("reports a rollout in progress as the user's to resolve", async () => {
+    const { deps, fake } = harness();
+    fake.addEndpoint("credit", { blue: 50, green: 50 });
+    await run({ ...deps, readInput: inputs(VALID) });
+    expect(core.failed[0]).toMatch(/sends traffic to both blue \(50%\) and green \(50%\)/);
+    expect(fake.deploymentPuts).toEqual([]);
+  });
+
+  it("reports a failed provisioning as a failure and sets no outputs", async () => {
+    const { deps, fake } = harness();
+    fake.addEndpoint("credit", { blue: 100 });
+    fake.lro = { polls: 2, failWith: "ResourceNotReady. User container has crashed." };
+    await run({ ...deps, readInput: inputs(VALID) });
+    expect(core.failed[0]).toMatch(/Deployment green on endpoint credit failed \(state Failed\)/);
+    expect(core.outputs).toEqual({});
+  });
+});
+
+describe("deploy-model metadata", () => {
+  interface ActionYaml {
+    inputs: Record<string, { description?: string; required?: boolean; default?: string }>;
+    outputs: Record<string, { description?: string }>;
+    runs: { using: string; main: string };
+  }
+  const root = new URL("../../", import.meta.url);
+  const load = (path: string) => parseYaml(readFileSync(new URL(path, root), "utf8")) as ActionYaml;
+  const action = load("actions/deploy-model/action.yml");
+  const umbrella = load("action.yml");
+
+  it("declares exactly the inputs the action reads, each described, with the defaults the action applies", () => {
+    expect(Object.keys(action.inputs).sort()).toEqual([...DEPLOY_MODEL_INPUTS].sort());
+    for (const [name, input] of Object.entries(action.inputs)) {
+      expect(input.description?.length ?? 0, `input ${name} has no description`).toBeGreaterThan(10);
+    }
+    const settings = readDeployModelSettings(inputs(VALID)) as Record<string, unknown>;
+    for (const [name, input] of Object.entries(action.inputs)) {
+      if (input.default !== undefined && name !== "arm-endpoint")
+        expect(String(settings[name])).toBe(input.default);
+    }
+    expect(Object.keys(action.outputs).sort()).toEqual([
+      "deployment",
+      "model-id",
+      "previous-traffic",
+      "scoring-uri",
+    ]);
+    expect(action.runs).toEqual({ using: "node24", main: "../../dist/deploy-model/index.js" });
+  });
+
+  it("the umbrella action takes command plus the same inputs and outputs, none other required", () => {
+    expect(umbrella.inputs.command?.required).toBe(true);
+    const { command: _command, ...rest } = umbrella.inputs;
+    expect(Object.keys(rest).sort()).toEqual(Object.keys(action.inputs).sort());
+    for (const [name, input] of Object.entries(rest)) {
+      expect(input.required, name).toBe(false);
+      expect(input.description).toBe(action.inputs[name]?.description);
+      expect(input.default).toBe(action.inputs[name]?.default);
+    }
+    expect(umbrella.outputs).toEqual(action.outputs);
+    expect(umbrella.runs).toEqual({ using: "node24", main: "dist/main/index.js" });
+  });
+
+  it("the README lists every input and output with its action.yml description", () => {
+    const readme = readFileSync(new URL("actions/deploy-model/README.md", root), "utf8");
+    // Table rows as trimmed cells, whatever padding the formatter gave them.
+    const [inputsPart = "", outputsPart = ""] = readme.split("## Outputs");
+    const tableRows = (text: string) =>
+      text
+        .split("\n")
+        .filter((line) => line.startsWith("|"))
+        .map((line) =>
+          line
+            .slice(1, -1)
+            .split(/(?<!\\)\|/)
+            .map((c) => c.trim()),
+        );
+    const inputRows = tableRows(inputsPart);
+    const outputRows = tableRows(outputsPart);
+    const row = (rows: string[][], name: string) => rows.find((cells) => cells[0] === `\`${name}\``);
+    const cell = (text: string | undefined) => (text ?? "").replace(/\|/g, "\\|").replace(/\s+/g, " ").trim();
+    for (const [name, input] of Object.entries(action.inputs)) {
+      expect(row(inputRows, name), name).toEqual([
+        `\`${name}\``,
+        input.required === true ? "yes" : "no",
+        input.default === undefined ? "" : `\`${input.default}\``,
+        cell(input.description),
+      ]);
+    }
+    for (const [name, output] of Object.entries(action.outputs)) {
+      expect(row(outputRows, name), name).toEqual([`\`${name}\``, cell(output.description)]);
+    }
+  });
+});
