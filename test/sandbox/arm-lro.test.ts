@@ -492,6 +492,57 @@ describe("Retry-After on operation polls", () => {
   });
 });
 
+describe("an operation whose work throws", () => {
+  it("fails with the error and releases the endpoint's lock instead of staying InProgress", async () => {
+    const server = await startLoopbackServer({ tls: await ca.issueServerCertificate() });
+    const realHost = createScoringHost(server);
+    const failing = await startArmSandbox({
+      server,
+      authorize: async () => true,
+      scoringHost: {
+        ...realHost,
+        removeEndpoint: async () => {
+          throw new Error("the scoring backend is gone");
+        },
+      },
+      timings: { endpointCreateMs: 10, deleteMs: 10 },
+    });
+    try {
+      const { client: c } = armClient(
+        failing,
+        staticCredential(() => "any"),
+      );
+      const rg = failing.resourceGroup;
+      const ws = failing.workspace;
+      await c.onlineEndpoints.beginCreateOrUpdateAndWait(
+        rg,
+        ws,
+        "doomed",
+        { location: failing.location, properties: { authMode: "Key" } },
+        POLL,
+      );
+      await expect(c.onlineEndpoints.beginDeleteAndWait(rg, ws, "doomed", POLL)).rejects.toThrow(
+        "the scoring backend is gone",
+      );
+      // The delete did not happen: the endpoint is still there, Failed.
+      expect((await c.onlineEndpoints.get(rg, ws, "doomed")).properties.provisioningState).toBe("Failed");
+      // Not locked: the next change is judged on its own merits (here: a valid tag update).
+      const patched = await c.onlineEndpoints.beginUpdateAndWait(
+        rg,
+        ws,
+        "doomed",
+        { tags: { retried: "yes" } },
+        POLL,
+      );
+      expect(patched.tags).toEqual({ retried: "yes" });
+    } finally {
+      await failing.close();
+      await realHost.close();
+      await server.close();
+    }
+  });
+});
+
 describe("the sandbox holds its own responses to the spec", () => {
   it("a response that would break the spec becomes a 500 naming the violation, and is recorded", async () => {
     const server = await startLoopbackServer({ tls: await ca.issueServerCertificate() });

@@ -270,7 +270,13 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
     azurite: options.azurite,
     containerName: `azureml-blobstore-${workspaceGuid}`,
   });
-  await modelStore.init();
+  try {
+    await modelStore.init();
+  } catch (error) {
+    // Nothing is served yet; do not leave the server this call started listening.
+    if (ownServer) await server.close();
+    throw error;
+  }
   const modelLoader: ModelLoader =
     options.modelLoader ?? (async (m) => createCreditModel(creditWeightsFor(`${m.name}:${m.version}`)));
 
@@ -289,13 +295,21 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
   let throttleFaults: { remaining: number; retryAfterSeconds: number; match: RequestMatch }[] = [];
   let lagMs = 0;
 
-  const later = (ms: number, task: () => Promise<void> | void) => {
+  /**
+   * Runs the rest of an operation after `ms`. Should that throw, the operation fails with the error instead of
+   * staying InProgress, which would hold the endpoint's one-operation lock forever.
+   */
+  const later = (ep: EndpointRecord, op: Operation, ms: number, task: () => Promise<void> | void) => {
     const timer = setTimeout(() => {
       timers.delete(timer);
       if (closed) return;
       Promise.resolve()
         .then(task)
-        .catch(() => undefined);
+        .catch((error: unknown) => {
+          if (op.status === "InProgress") {
+            finishOperation(ep, op, { code: "InternalServerError", message: errorText(error) });
+          }
+        });
     }, ms);
     timers.add(timer);
   };
@@ -599,7 +613,7 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
       existing.systemData = systemDataFor(caller, existing.systemData);
       const nextTraffic = { ...traffic };
       const nextMirror = { ...mirror };
-      later(timings.endpointUpdateMs, () => {
+      later(existing, op, timings.endpointUpdateMs, () => {
         startLag(`ep:${name}`, before);
         existing.traffic = nextTraffic;
         existing.mirrorTraffic = nextMirror;
@@ -645,7 +659,7 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
     };
     endpoints.set(name, ep);
     const op = startOperation(ep, `creation of endpoint ${name}`);
-    later(timings.endpointCreateMs, () => {
+    later(ep, op, timings.endpointCreateMs, () => {
       startLag(`ep:${name}`, undefined);
       ep.provisioningState = "Succeeded";
       finishOperation(ep, op);
@@ -659,7 +673,7 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
     const op = startOperation(ep, `update of endpoint ${name}`);
     const before = renderEndpoint(ep);
     ep.provisioningState = "Updating";
-    later(timings.endpointUpdateMs, () => {
+    later(ep, op, timings.endpointUpdateMs, () => {
       startLag(`ep:${name}`, before);
       if (body.tags !== undefined) ep.tags = { ...(body.tags as Record<string, string>) };
       if (body.identity !== undefined) ep.identity = body.identity as Json;
@@ -678,10 +692,17 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
     const op = startOperation(ep, `deletion of endpoint ${name}`);
     ep.provisioningState = "Deleting";
     for (const dep of ep.deployments.values()) dep.provisioningState = "Deleting";
-    later(timings.deleteMs, async () => {
+    later(ep, op, timings.deleteMs, async () => {
+      try {
+        await host.removeEndpoint(name);
+      } catch (error) {
+        // A delete that did not happen leaves the endpoint there, Failed, as Azure reports an unfinished delete.
+        ep.provisioningState = "Failed";
+        for (const dep of ep.deployments.values()) dep.provisioningState = "Failed";
+        throw error;
+      }
       endpoints.delete(name);
       lagged.delete(`ep:${name}`);
-      await host.removeEndpoint(name);
       finishOperation(ep, op);
     });
     return accepted(op);
@@ -743,7 +764,9 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
     if (existing === undefined) ep.deployments.set(name, dep);
     startLag(`dep:${epName}/${name}`, before);
     const op = startOperation(ep, `${existing === undefined ? "creation" : "update"} of deployment ${name}`);
-    later(slow.get(name) ?? slow.get("*") ?? timings.deploymentMs, () => provisionDeployment(ep, dep, op));
+    later(ep, op, slow.get(name) ?? slow.get("*") ?? timings.deploymentMs, () =>
+      provisionDeployment(ep, dep, op),
+    );
     return createdWithOperation(op, renderDeployment(ep, dep));
   };
 
@@ -754,7 +777,7 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
     const op = startOperation(ep, `update of deployment ${name}`);
     const before = renderDeployment(ep, dep);
     dep.provisioningState = body.sku === undefined ? "Updating" : "Scaling";
-    later(timings.endpointUpdateMs, () => {
+    later(ep, op, timings.endpointUpdateMs, () => {
       startLag(`dep:${epName}/${name}`, before);
       if (body.tags !== undefined) dep.tags = { ...(body.tags as Record<string, string>) };
       if (body.sku !== undefined) dep.sku = { ...dep.sku, ...(body.sku as Json) };
@@ -786,14 +809,24 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
     }
     const op = startOperation(ep, `deletion of deployment ${name}`);
     dep.provisioningState = "Deleting";
-    later(timings.deleteMs, async () => {
+    later(ep, op, timings.deleteMs, async () => {
+      const { [name]: _removed, ...rest } = ep.traffic;
+      const { [name]: _unmirrored, ...mirrorRest } = ep.mirrorTraffic;
+      const models: Record<string, ScoringModel> = {};
+      for (const other of ep.deployments.values()) {
+        if (other.name !== name && other.model !== undefined) models[other.name] = other.model;
+      }
+      try {
+        // The scoring side first: if it cannot drop the deployment, ARM still has it (Failed), not a ghost.
+        await host.sync(ep.name, { models, traffic: rest, keys: ep.keys });
+      } catch (error) {
+        dep.provisioningState = "Failed";
+        throw error;
+      }
       ep.deployments.delete(name);
       lagged.delete(`dep:${epName}/${name}`);
-      const { [name]: _removed, ...rest } = ep.traffic;
       ep.traffic = rest;
-      const { [name]: _unmirrored, ...mirrorRest } = ep.mirrorTraffic;
       ep.mirrorTraffic = mirrorRest;
-      await syncScoring(ep);
       finishOperation(ep, op);
     });
     return accepted(op);
@@ -810,7 +843,7 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
     const op = startOperation(ep, `key regeneration of endpoint ${epName}`);
     const value =
       typeof body.keyValue === "string" && body.keyValue !== "" ? body.keyValue : generateEndpointKey();
-    later(timings.regenerateKeysMs, () => {
+    later(ep, op, timings.regenerateKeysMs, () => {
       ep.keys =
         body.keyType === "Primary" ? { ...ep.keys, primary: value } : { ...ep.keys, secondary: value };
       host.setKeys(epName, ep.keys);
