@@ -1,0 +1,249 @@
+// The bundled deploy-model action run the way the runner runs it: `node dist/deploy-model/index.js` with INPUT_*,
+// GITHUB_OUTPUT, GITHUB_STEP_SUMMARY and the OIDC request variables, against the local Azure: the GitHub OIDC token
+// service, Entra checking the federated credential, ARM for Azure ML, Azurite as the default datastore, and ONNX
+// Runtime serving what was deployed. Only configuration (inputs, NODE_EXTRA_CA_CERTS) points the action at it.
+import { spawn } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createMlClient, MlWorkspace } from "../../src/azure/ml.ts";
+import { systemClock } from "../../src/azure/retry.ts";
+import {
+  type ArmSandbox,
+  AZURITE_ACCOUNT_KEY,
+  type Azurite,
+  startArmSandbox,
+  startAzurite,
+} from "../../src/sandbox/arm/index.ts";
+import { ARM_RESOURCE, type Entra, startEntra } from "../../src/sandbox/entra.ts";
+import { type GitHubOidc, startGitHubOidc } from "../../src/sandbox/github-oidc.ts";
+import { creditSampleRows } from "../../src/sandbox/models/sample-rows.ts";
+import { loadOnnxModel, releaseOnnxModels, SANDBOX_MODELS_ROOT } from "../../src/sandbox/onnx-model.ts";
+import { createSandboxCa, trustInProcess } from "../../src/sandbox/tls.ts";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const BUNDLE = join(ROOT, "dist/deploy-model/index.js");
+const CLIENT_ID = "5f0c1e2a-7b3d-4c8e-9a1f-0d2e3c4b5a69";
+const AUDIENCE = "api://AzureADTokenExchange";
+
+let dir: string;
+let caFile: string;
+let untrust: () => void = () => undefined;
+let github: GitHubOidc;
+let entra: Entra;
+let azurite: Azurite;
+let sandbox: ArmSandbox;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "aml-edge-deploy-e2e-"));
+  const ca = await createSandboxCa();
+  caFile = join(dir, "ca.pem");
+  await writeFile(caFile, ca.caPem);
+  // This process only sets traffic and scores; the action trusts the CA through NODE_EXTRA_CA_CERTS.
+  untrust = trustInProcess(ca.caPem);
+  github = await startGitHubOidc();
+  entra = await startEntra({ ca });
+  entra.setIssuerJwksUri(github.issuer, github.jwksUri);
+  entra.registerApp({
+    clientId: CLIENT_ID,
+    federatedCredentials: [{ issuer: github.issuer, subject: github.subject(), audiences: [AUDIENCE] }],
+  });
+  azurite = await startAzurite();
+  sandbox = await startArmSandbox({
+    tls: await ca.issueServerCertificate(),
+    azurite,
+    authorize: (token) => entra.verifyAccessToken(token, ARM_RESOURCE),
+    modelLoader: async (model) => loadOnnxModel(await model.download()),
+    timings: { endpointCreateMs: 100, endpointUpdateMs: 100, deploymentMs: 300, deleteMs: 100 },
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await sandbox?.close();
+  await azurite?.close();
+  await entra?.close();
+  await github?.close();
+  await releaseOnnxModels();
+  untrust();
+  if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+});
+
+interface StepResult {
+  code: number | null;
+  stdout: string;
+  outputs: Record<string, string>;
+  summary: string;
+}
+
+/** Runs the bundle as a workflow step: inputs as INPUT_<NAME>, outputs and summary through their files. */
+async function runStep(inputs: Record<string, string>): Promise<StepResult> {
+  const step = await mkdtemp(join(dir, "step-"));
+  const outputFile = join(step, "output");
+  const summaryFile = join(step, "summary");
+  await writeFile(outputFile, "");
+  await writeFile(summaryFile, "");
+  const all: Record<string, string> = {
+    "client-id": CLIENT_ID,
+    "tenant-id": entra.tenantId,
+    "subscription-id": sandbox.subscriptionId,
+    "resource-group": sandbox.resourceGroup,
+    workspace: sandbox.workspace,
+    endpoint: "credit",
+    "arm-endpoint": sandbox.endpoint,
+    "authority-host": entra.authorityHost,
+    "blob-endpoint": sandbox.blobServiceUrl ?? "",
+    "timeout-minutes": "5",
+    ...inputs,
+  };
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? "",
+    ...github.env(),
+    NODE_EXTRA_CA_CERTS: caFile,
+    GITHUB_OUTPUT: outputFile,
+    GITHUB_STEP_SUMMARY: summaryFile,
+    GITHUB_WORKSPACE: ROOT,
+  };
+  // The runner's naming: INPUT_ + the name upper-cased, hyphens kept.
+  for (const [name, value] of Object.entries(all)) env[`INPUT_${name.toUpperCase()}`] = value;
+  const child = spawn(process.execPath, [BUNDLE], { cwd: step, env, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  child.stdout.on("data", (chunk: Buffer) => {
+    stdout += chunk.toString();
+  });
+  child.stderr.on("data", (chunk: Buffer) => {
+    stdout += chunk.toString();
+  });
+  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+  return {
+    code,
+    stdout,
+    outputs: parseOutputs(await readFile(outputFile, "utf8")),
+    summary: await readFile(summaryFile, "utf8"),
+  };
+}
+
+/** GITHUB_OUTPUT's heredoc form, as @actions/core writes it: `name<<DELIM\nvalue\nDELIM`. */
+function parseOutputs(text: string): Record<string, string> {
+  const outputs: Record<string, string> = {};
+  const pattern = /^([^<\n]+)<<(\S+)\n([\s\S]*?)\n\2$/gm;
+  for (const match of text.matchAll(pattern)) outputs[match[1] ?? ""] = match[3] ?? "";
+  return outputs;
+}
+
+/** The workspace as an administrator's script sees it: to set traffic and read keys around the action's runs. */
+function adminWorkspace(): MlWorkspace {
+  return new MlWorkspace({
+    client: createMlClient({
+      credential: {
+        getToken: async () => ({
+          token: await entra.issueAppToken({ audience: ARM_RESOURCE, clientId: CLIENT_ID }),
+          expiresOnTimestamp: Date.now() + 3600_000,
+        }),
+      },
+      subscriptionId: sandbox.subscriptionId,
+      armEndpoint: sandbox.endpoint,
+    }),
+    armEndpoint: sandbox.endpoint,
+    subscriptionId: sandbox.subscriptionId,
+    resourceGroup: sandbox.resourceGroup,
+    workspace: sandbox.workspace,
+    deadline: Date.now() + 60_000,
+    clock: systemClock,
+    logger: { debug() {}, info() {}, warning() {}, startGroup() {}, endGroup() {} },
+    setSecret() {},
+    pollIntervalMs: 100,
+  });
+}
+
+async function score(deployment: string): Promise<unknown> {
+  const ml = adminWorkspace();
+  const { primaryKey } = await ml.endpointKeys("credit");
+  const scoringUri = (await ml.findEndpoint("credit"))?.properties.scoringUri ?? "";
+  const response = await fetch(scoringUri, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${primaryKey}`,
+      "azureml-model-deployment": deployment,
+      "content-type": "application/json",
+    },
+    body: JSON.stringify({ data: creditSampleRows(5) }),
+  });
+  expect(response.status).toBe(200);
+  expect(response.headers.get("azureml-model-deployment")).toBe(deployment);
+  return response.json();
+}
+
+describe("deploy-model, bundled, against the local Azure", () => {
+  it("puts v2 beside v1 at 0% traffic; a call pinned to it answers from v2", async () => {
+    // v1 on blue, serving everything, as a previous release left it.
+    const first = await runStep({ model: "src/sandbox/models/credit/1" });
+    expect(first.code, first.stdout).toBe(0);
+    expect(first.outputs).toMatchObject({ deployment: "blue", "previous-traffic": "{}" });
+    expect(first.outputs["model-id"]).toBe(sandbox.modelVersionId("credit", "1"));
+    const ml = adminWorkspace();
+    expect(await ml.setTraffic("credit", { blue: 100 })).toEqual({});
+
+    const second = await runStep({ model: "src/sandbox/models/credit/2" });
+    expect(second.code, second.stdout).toBe(0);
+    expect(second.outputs).toEqual({
+      deployment: "green",
+      "model-id": sandbox.modelVersionId("credit", "2"),
+      "scoring-uri": sandbox.onlineEndpoint("credit")?.scoringUri,
+      "previous-traffic": '{"blue":100}',
+    });
+    const endpoint = sandbox.onlineEndpoint("credit");
+    expect(endpoint?.traffic).toEqual({ blue: 100 });
+    expect(endpoint?.deployments.green).toMatchObject({
+      provisioningState: "Succeeded",
+      model: sandbox.modelVersionId("credit", "2"),
+    });
+    expect(endpoint?.deployments.blue?.model).toBe(sandbox.modelVersionId("credit", "1"));
+    expect(second.stdout).toMatch(/Deployment green on endpoint credit: done after/);
+    expect(second.summary).toContain("Deployed credit:2 to credit/green");
+
+    // The datastore key reaches the log only in the runner's mask command.
+    const keyLines = second.stdout.split("\n").filter((line) => line.includes(AZURITE_ACCOUNT_KEY));
+    expect(keyLines.every((line) => line.startsWith("::add-mask::"))).toBe(true);
+
+    const rows = creditSampleRows(5);
+    const v2 = await loadOnnxModel(join(SANDBOX_MODELS_ROOT, "credit", "2"));
+    const v1 = await loadOnnxModel(join(SANDBOX_MODELS_ROOT, "credit", "1"));
+    const answer = await score("green");
+    expect(answer).toEqual(await v2.score({ data: rows }));
+    expect(answer).not.toEqual(await v1.score({ data: rows }));
+
+    // The same folder again: its version is reused, nothing new is registered.
+    const again = await runStep({ model: "src/sandbox/models/credit/2" });
+    expect(again.code, again.stdout).toBe(0);
+    expect(again.outputs["model-id"]).toBe(sandbox.modelVersionId("credit", "2"));
+    expect(again.stdout).toMatch(/already registered as credit:2; reusing it/);
+    // Everything the action sent, and everything the sandbox answered, held to the 2022-10-01 specification.
+    expect(sandbox.specViolations).toEqual([]);
+  }, 120_000);
+
+  it("a failed provisioning shows the container logs in a group, fails the step and leaves traffic alone", async () => {
+    sandbox.faults.failProvisioning("green", {
+      message: "User container has crashed or terminated.",
+      logLines: ["Loading model", "onnxruntime: Load model failed: invalid graph"],
+    });
+    const failed = await runStep({ model: "src/sandbox/models/credit/3" });
+    expect(failed.code).toBe(1);
+    expect(failed.stdout).toMatch(/::group::Logs of deployment green: InferenceServer \(last 200 lines\)/);
+    expect(failed.stdout).toContain("onnxruntime: Load model failed: invalid graph");
+    expect(failed.stdout).toMatch(/::error::Deployment green on endpoint credit failed \(state Failed\)/);
+    expect(failed.outputs).toEqual({});
+    expect(sandbox.onlineEndpoint("credit")?.traffic).toEqual({ blue: 100 });
+  }, 120_000);
+
+  it("bad inputs fail the step before Azure is asked anything", async () => {
+    const before = sandbox.requests.length;
+    const bad = await runStep({ model: "azureml:credit", "instance-count": "0" });
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toMatch(/::error::deploy-model: 2 inputs need fixing/);
+    expect(bad.stdout).toContain("Input `instance-count`");
+    expect(bad.stdout).toContain("Input `model`");
+    expect(sandbox.requests.length).toBe(before);
+  }, 60_000);
+});
