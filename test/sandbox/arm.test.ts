@@ -215,6 +215,16 @@ describe("the workspace's default datastore and model registry", () => {
     expect(container.properties.latestVersion).toBe("2");
     expect(container.properties.nextVersion).toBe("3");
 
+    // The container takes a description of its own, and lists with its latest version.
+    const described = await client.modelContainers.createOrUpdate(rg, ws, "credit", {
+      properties: { description: "credit approval classifier", tags: { owner: "risk" } },
+    });
+    expect(described.properties.description).toBe("credit approval classifier");
+    expect(described.properties.latestVersion).toBe("2");
+    const containers = [];
+    for await (const c of client.modelContainers.list(rg, ws)) containers.push(c.name);
+    expect(containers).toEqual(["credit"]);
+
     // A version is immutable: a different artefact under an existing version is refused.
     const refused = await expectRestError(
       client.modelVersions.createOrUpdate(rg, ws, "credit", "1", {
@@ -230,6 +240,8 @@ describe("the workspace's default datastore and model registry", () => {
       "ModelVersions_Get",
       "ModelVersions_List",
       "ModelContainers_Get",
+      "ModelContainers_CreateOrUpdate",
+      "ModelContainers_List",
       "ModelVersions_CreateOrUpdate",
     ]);
   });
@@ -619,5 +631,39 @@ describe("online endpoints and deployments", () => {
     expect(anonymous.status).toBe(401);
     expect(anonymous.headers.get("www-authenticate")).toMatch(/^Bearer authorization_uri=/);
     expect(await anonymous.json()).toMatchObject({ error: { code: "AuthenticationFailed" } });
+  });
+});
+
+describe("coverage", () => {
+  it("every operation the sandbox implements was exercised in this file, and every exchange followed the spec", () => {
+    const report = checkAgainstSpec(exchanges);
+    expect(report.violations).toEqual([]);
+    expect([...new Set(report.operations)].sort()).toEqual(
+      [
+        "Datastores_Get",
+        "Datastores_List",
+        "Datastores_ListSecrets",
+        "ModelContainers_CreateOrUpdate",
+        "ModelContainers_Get",
+        "ModelContainers_List",
+        "ModelVersions_CreateOrUpdate",
+        "ModelVersions_Get",
+        "ModelVersions_List",
+        "OnlineDeployments_CreateOrUpdate",
+        "OnlineDeployments_Delete",
+        "OnlineDeployments_Get",
+        "OnlineDeployments_GetLogs",
+        "OnlineDeployments_List",
+        "OnlineDeployments_Update",
+        "OnlineEndpoints_CreateOrUpdate",
+        "OnlineEndpoints_Delete",
+        "OnlineEndpoints_Get",
+        "OnlineEndpoints_GetToken",
+        "OnlineEndpoints_List",
+        "OnlineEndpoints_ListKeys",
+        "OnlineEndpoints_RegenerateKeys",
+        "OnlineEndpoints_Update",
+      ].sort(),
+    );
   });
 });
