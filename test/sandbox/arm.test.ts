@@ -273,6 +273,14 @@ describe("online endpoints and deployments", () => {
     expect(mine[0]?.headers["azure-asyncoperation"]).toContain("/mfeOperationsStatus/");
     const polls = mine.filter((e) => pathOf(e).includes("/mfeOperationsStatus/"));
     expect(polls.length).toBeGreaterThan(0);
+    // The Location URL of the same operation ends with the resource, for clients that poll that instead.
+    const location = mine[0]?.headers.location ?? "";
+    expect(location).toContain("/mfeOperationResults/");
+    const result = await fetch(location, { headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(result.status).toBe(200);
+    expect(
+      ((await result.json()) as { properties: { provisioningState: string } }).properties.provisioningState,
+    ).toBe("Succeeded");
     // core-lro's final GET on the original URI after the operation succeeded.
     expect(mine.at(-1)?.method).toBe("GET");
     expect(operationsSince(start)).toEqual(["OnlineEndpoints_CreateOrUpdate", "OnlineEndpoints_Get"]);

@@ -422,7 +422,13 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
   const createdWithOperation = (op: Operation, body: Json): Reply => ({
     status: 201,
     body,
-    headers: { "azure-asyncoperation": asyncOperationUrl(op), "x-ms-async-operation-timeout": "PT1H" },
+    // Azure-AsyncOperation is what core-lro polls (it outranks Location); Location answers 202 until the end and
+    // then the resource, for clients that poll it instead.
+    headers: {
+      "azure-asyncoperation": asyncOperationUrl(op),
+      location: locationUrl(op),
+      "x-ms-async-operation-timeout": "PT1H",
+    },
   });
 
   const assertIdle = (ep: EndpointRecord) => {
@@ -622,13 +628,15 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
         finishOperation(existing, op);
       });
       // The answer echoes what was asked for, Updating; GETs show the new maps once the operation has finished.
-      const accepted = renderEndpoint(existing);
-      accepted.properties = {
-        ...(accepted.properties as Json),
+      const echoed = renderEndpoint(existing);
+      echoed.properties = {
+        ...(echoed.properties as Json),
         traffic: nextTraffic,
         mirrorTraffic: nextMirror,
       };
-      return createdWithOperation(op, accepted);
+      op.result = () =>
+        endpointAtVersion("OnlineEndpoints_Get", apiVersion, renderEndpoint(existing)) as Json;
+      return createdWithOperation(op, echoed);
     }
     if ([...Object.values(traffic), ...Object.values(mirror)].some((w) => w !== 0)) {
       throw badRequest(`Traffic rules are invalid: endpoint ${name} has no deployments yet.`);
@@ -664,6 +672,7 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
       ep.provisioningState = "Succeeded";
       finishOperation(ep, op);
     });
+    op.result = () => endpointAtVersion("OnlineEndpoints_Get", apiVersion, renderEndpoint(ep)) as Json;
     return createdWithOperation(op, renderEndpoint(ep));
   };
 
@@ -767,6 +776,7 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
     later(ep, op, slow.get(name) ?? slow.get("*") ?? timings.deploymentMs, () =>
       provisionDeployment(ep, dep, op),
     );
+    op.result = () => renderDeployment(ep, dep);
     return createdWithOperation(op, renderDeployment(ep, dep));
   };
 
