@@ -25,6 +25,8 @@ import { createSandboxCa, trustInProcess } from "../../src/sandbox/tls.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BUNDLE = join(ROOT, "dist/deploy-model/index.js");
+/** The umbrella action at the repository root: `command` picks the action. */
+const UMBRELLA = join(ROOT, "dist/main/index.js");
 const CLIENT_ID = "5f0c1e2a-7b3d-4c8e-9a1f-0d2e3c4b5a69";
 const AUDIENCE = "api://AzureADTokenExchange";
 
@@ -78,7 +80,7 @@ interface StepResult {
 }
 
 /** Runs the bundle as a workflow step: inputs as INPUT_<NAME>, outputs and summary through their files. */
-async function runStep(inputs: Record<string, string>): Promise<StepResult> {
+async function runStep(inputs: Record<string, string>, bundle = BUNDLE): Promise<StepResult> {
   const step = await mkdtemp(join(dir, "step-"));
   const outputFile = join(step, "output");
   const summaryFile = join(step, "summary");
@@ -107,7 +109,7 @@ async function runStep(inputs: Record<string, string>): Promise<StepResult> {
   };
   // The runner's naming: INPUT_ + the name upper-cased, hyphens kept.
   for (const [name, value] of Object.entries(all)) env[`INPUT_${name.toUpperCase()}`] = value;
-  const child = spawn(process.execPath, [BUNDLE], { cwd: step, env, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [bundle], { cwd: step, env, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   child.stdout.on("data", (chunk: Buffer) => {
     stdout += chunk.toString();
@@ -235,6 +237,33 @@ describe("deploy-model, bundled, against the local Azure", () => {
     expect(failed.stdout).toMatch(/::error::Deployment green on endpoint credit failed \(state Failed\)/);
     expect(failed.outputs).toEqual({});
     expect(sandbox.onlineEndpoint("credit")?.traffic).toEqual({ blue: 100 });
+  }, 120_000);
+
+  it("waits out a 409 storm and a 429 from ARM, then deploys", async () => {
+    sandbox.faults.conflicts(3, { method: "PUT", pathIncludes: "/deployments/" });
+    sandbox.faults.throttle(2, 1, { method: "GET", pathIncludes: "/onlineEndpoints/credit" });
+    const step = await runStep({ model: "azureml:credit:2", "instance-count": "2" });
+    expect(step.code, step.stdout).toBe(0);
+    expect(
+      step.stdout.match(/Azure answered 409 Conflict: another operation on the same endpoint/g),
+    ).toHaveLength(3);
+    expect(step.outputs.deployment).toBe("green");
+    expect(sandbox.onlineEndpoint("credit")?.deployments.green?.instanceCount).toBe(2);
+    expect(sandbox.onlineEndpoint("credit")?.traffic).toEqual({ blue: 100 });
+  }, 120_000);
+
+  it("the umbrella action runs deploy-model when command says so, and refuses an unknown command", async () => {
+    const unknown = await runStep({ command: "deploy-everything" }, UMBRELLA);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stdout).toContain(
+      '::error::Input `command`: "deploy-everything" is not a command; accepted: deploy-model.',
+    );
+    const step = await runStep({ command: "deploy-model", model: "azureml:credit:2" }, UMBRELLA);
+    expect(step.code, step.stdout).toBe(0);
+    expect(step.outputs).toMatchObject({
+      deployment: "green",
+      "model-id": sandbox.modelVersionId("credit", "2"),
+    });
   }, 120_000);
 
   it("bad inputs fail the step before Azure is asked anything", async () => {
