@@ -1,11 +1,11 @@
-// ARM for Microsoft.MachineLearningServices (api-version 2022-10-01) on loopback: one workspace with its default
-// datastore (Azurite), model containers and versions, online endpoints and deployments with real long-running
-// operations, keys, AML tokens and logs. The official @azure/arm-machinelearning client talks to it unchanged,
+// ARM for Microsoft.MachineLearningServices (api-version 2022-10-01, and 2023-04-01 for the endpoints' mirror
+// traffic) on loopback: one workspace with its default datastore (Azurite), model containers and versions, online
+// endpoints and deployments with real long-running operations, keys, AML tokens and logs. The official @azure/arm-machinelearning client talks to it unchanged,
 // pointed here by its `endpoint` option; every response is checked against the vendored REST specification before
 // it leaves, so a shape the real service would never send fails the test that provoked it.
 //
 // Behaviour copied from the service because callers must cope with it (reference/azure.md §2.4, §3):
-// - PUT of an endpoint or deployment: 201 + Azure-AsyncOperation, provisioningState Creating/Updating until the
+// - PUT of an endpoint or deployment: 201 + Azure-AsyncOperation (+ Location), Creating/Updating until the
 //   operation ends in Succeeded or Failed (with an error body); PATCH, DELETE and regenerateKeys: 202 + Location.
 // - one operation at a time per endpoint (its deployments included): a second mutation gets 409.
 // - an endpoint PUT replaces the whole resource; traffic must name existing deployments and sum to 0 or 100.
@@ -140,6 +140,7 @@ export interface EndpointSnapshot {
   provisioningState: string;
   authMode: string;
   traffic: Record<string, number>;
+  mirrorTraffic: Record<string, number>;
   keys: EndpointKeys;
   scoringUri: string;
   deployments: Record<string, DeploymentSnapshot>;
@@ -1352,6 +1353,7 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
     provisioningState: ep.provisioningState,
     authMode: ep.authMode,
     traffic: { ...ep.traffic },
+    mirrorTraffic: { ...ep.mirrorTraffic },
     keys: { ...ep.keys },
     scoringUri: host.scoringUri(ep.name),
     tags: { ...ep.tags },
