@@ -11,6 +11,7 @@ import {
   type ArmSandbox,
   type Azurite,
   createScoringHost,
+  MIRRORED_HEADER,
   startArmSandbox,
   startAzurite,
 } from "../../src/sandbox/arm/index.ts";
@@ -453,6 +454,93 @@ describe("mirror traffic at api-version 2023-04-01", () => {
     expect(sandbox.onlineEndpoint("mirrored")?.traffic).toEqual({ blue: 100 });
     expect(checkAgainstSpec(exchanges.slice(start)).violations).toEqual([]);
     await client.onlineEndpoints.beginDeleteAndWait(rg(), ws(), "mirrored", POLL);
+  });
+});
+
+describe("mirror traffic on the scoring side", () => {
+  it("copies unpinned calls to the mirror target and discards its answers; pinned calls are never mirrored", async () => {
+    const server = await startLoopbackServer({ tls: await ca.issueServerCertificate() });
+    // Every draw falls inside the mirror share, so each unpinned call is copied: deterministic.
+    const host = createScoringHost(server, { random: () => 0 });
+    const shadowed = await startArmSandbox({
+      server,
+      scoringHost: host,
+      authorize: async () => true,
+      timings: { endpointCreateMs: 10, endpointUpdateMs: 10, deploymentMs: 10 },
+    });
+    try {
+      const { client: c } = armClient(
+        shadowed,
+        staticCredential(() => "any"),
+      );
+      const rg = shadowed.resourceGroup;
+      const ws = shadowed.workspace;
+      await c.onlineEndpoints.beginCreateOrUpdateAndWait(
+        rg,
+        ws,
+        "shadowed",
+        { location: shadowed.location, properties: { authMode: "Key" } },
+        POLL,
+      );
+      for (const name of ["blue", "green"]) {
+        await c.onlineDeployments.beginCreateOrUpdateAndWait(
+          rg,
+          ws,
+          "shadowed",
+          name,
+          { location: shadowed.location, properties: { endpointComputeType: "Managed" } },
+          POLL,
+        );
+      }
+      const current = await c.onlineEndpoints.get(rg, ws, "shadowed");
+      const url = `${shadowed.endpoint}${shadowed.workspaceId}/onlineEndpoints/shadowed?api-version=2023-04-01`;
+      const put = await fetch(url, {
+        method: "PUT",
+        headers: { authorization: "Bearer any", "content-type": "application/json" },
+        body: JSON.stringify({
+          location: current.location,
+          properties: { authMode: "Key", traffic: { blue: 100 }, mirrorTraffic: { green: 20 } },
+        }),
+      });
+      expect(put.status).toBe(201);
+      const deadline = Date.now() + 3000;
+      while (
+        shadowed.onlineEndpoint("shadowed")?.provisioningState !== "Succeeded" &&
+        Date.now() < deadline
+      ) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+
+      const { primaryKey } = await c.onlineEndpoints.listKeys(rg, ws, "shadowed");
+      const call = (headers: Record<string, string>) =>
+        fetch(current.properties.scoringUri ?? "", {
+          method: "POST",
+          headers: { authorization: `Bearer ${primaryKey}`, "content-type": "application/json", ...headers },
+          body: JSON.stringify({ data: [[85, 0.25, 9, 0, 20, 6]] }),
+        });
+      for (let i = 0; i < 3; i++) {
+        const live = await call({});
+        expect(live.headers.get("azureml-model-deployment")).toBe("blue");
+      }
+      expect((await call({ "azureml-model-deployment": "blue" })).status).toBe(200);
+      const scoring = shadowed.scoringServer("shadowed");
+      const copies = () => (scoring?.requests ?? []).filter((r) => r.headers[MIRRORED_HEADER] === "1");
+      while (copies().length < 3 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect(copies().map((r) => [r.deployment, r.status])).toEqual([
+        ["green", 200],
+        ["green", 200],
+        ["green", 200],
+      ]);
+      // The pinned call was not copied: three live calls, three copies.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(copies()).toHaveLength(3);
+    } finally {
+      await shadowed.close();
+      await host.close();
+      await server.close();
+    }
   });
 });
 

@@ -624,6 +624,7 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
         startLag(`ep:${name}`, before);
         existing.traffic = nextTraffic;
         existing.mirrorTraffic = nextMirror;
+        host.setMirrorTraffic(name, nextMirror);
         existing.provisioningState = "Succeeded";
         host.setTraffic(name, nextTraffic);
         finishOperation(existing, op);
@@ -838,6 +839,7 @@ export async function startArmSandbox(options: ArmSandboxOptions): Promise<ArmSa
       lagged.delete(`dep:${epName}/${name}`);
       ep.traffic = rest;
       ep.mirrorTraffic = mirrorRest;
+      host.setMirrorTraffic(epName, mirrorRest);
       finishOperation(ep, op);
     });
     return accepted(op);

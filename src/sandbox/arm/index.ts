@@ -23,7 +23,13 @@ export {
   startAzurite,
 } from "./azurite.ts";
 export { DEFAULT_DATASTORE, type SandboxModelVersion } from "./models.ts";
-export { createScoringHost, type ScoringEndpointState, type ScoringHost } from "./scoring-host.ts";
+export {
+  createScoringHost,
+  MIRRORED_HEADER,
+  type ScoringEndpointState,
+  type ScoringHost,
+  type ScoringHostOptions,
+} from "./scoring-host.ts";
 export {
   ARM_API_VERSION,
   type ArmSpec,

@@ -7,6 +7,7 @@ import { type LoopbackServer, type Mount, sendJson } from "../http-server.ts";
 import {
   type AmlToken,
   type EndpointKeys,
+  type ScoringRequest,
   type ScoringServer,
   startScoringServer,
 } from "../scoring-server.ts";
@@ -17,6 +18,8 @@ export interface ScoringHost {
   /** The endpoint's deployment set changed: serve exactly these models, with this traffic map and these keys. */
   sync(endpoint: string, state: ScoringEndpointState): Promise<void>;
   setTraffic(endpoint: string, traffic: Record<string, number>): void;
+  /** The endpoint's mirror map (one target, 0–50 %): copies of unpinned requests go there, answers discarded. */
+  setMirrorTraffic(endpoint: string, mirror: Record<string, number>): void;
   setKeys(endpoint: string, keys: EndpointKeys): void;
   /** An AML token the endpoint's scoring URI accepts until it expires (for `POST .../token`). */
   issueAmlToken(endpoint: string, lifetimeSeconds: number): AmlToken;
@@ -25,6 +28,15 @@ export interface ScoringHost {
   server(endpoint: string): ScoringServer | undefined;
   close(): Promise<void>;
 }
+
+export interface ScoringHostOptions {
+  /** Draws whether a request is mirrored. Default Math.random. */
+  random?: () => number;
+}
+
+/** Set on the copies of mirrored requests, so logs and tests can tell them from live calls. */
+export const MIRRORED_HEADER = "aml-edge-mirrored";
+const DEPLOYMENT_HEADER = "azureml-model-deployment";
 
 export interface ScoringEndpointState {
   models: Record<string, ScoringModel>;
@@ -41,6 +53,7 @@ interface IssuedToken {
 
 interface Slot {
   current: { scoring: ScoringServer; mount: Mount } | undefined;
+  mirror: Record<string, number>;
   unmount: () => void;
   tokens: Map<string, IssuedToken>;
   /** Swaps are serialised so two syncs cannot interleave their start and close. */
@@ -56,8 +69,38 @@ interface Slot {
  * not by an instance, so they outlive swaps as they outlive deployment changes in Azure: a presented token of
  * ours is exchanged for one the current instance issued with the same expiry.
  */
-export function createScoringHost(server: LoopbackServer): ScoringHost {
+export function createScoringHost(server: LoopbackServer, options: ScoringHostOptions = {}): ScoringHost {
   const slots = new Map<string, Slot>();
+  const random = options.random ?? Math.random;
+  const mirrored = new Set<Promise<void>>();
+
+  /**
+   * Azure ML mirrors a share of the live traffic to one deployment and discards its answers; a request that names
+   * its deployment is never mirrored. The copy goes through the scoring URI like any call, pinned to the target and
+   * marked with MIRRORED_HEADER, so the scoring stand-in's request log shows it for what it is.
+   */
+  const mirrorCopy = (slot: Slot, endpoint: string, record: ScoringRequest) => {
+    if (record.headers[DEPLOYMENT_HEADER] !== undefined || record.deployment === undefined) return;
+    const target = Object.entries(slot.mirror).find(([, share]) => share > 0);
+    if (target === undefined || target[0] === record.deployment || random() * 100 >= target[1]) return;
+    const copy = fetch(`${server.origin}${pathOf(endpoint)}`, {
+      method: "POST",
+      headers: {
+        authorization: record.headers.authorization ?? "",
+        "content-type": record.headers["content-type"] ?? "application/json",
+        [DEPLOYMENT_HEADER]: target[0],
+        [MIRRORED_HEADER]: "1",
+      },
+      body: record.body,
+    })
+      .then((response) => response.arrayBuffer())
+      .then(
+        () => undefined,
+        () => undefined,
+      );
+    mirrored.add(copy);
+    void copy.finally(() => mirrored.delete(copy));
+  };
   const pathOf = (endpoint: string) => `/endpoints/${encodeURIComponent(endpoint)}/score`;
 
   const slotOf = (endpoint: string): Slot => {
@@ -66,6 +109,7 @@ export function createScoringHost(server: LoopbackServer): ScoringHost {
     const path = pathOf(endpoint);
     const slot: Slot = {
       current: undefined,
+      mirror: {},
       unmount: () => undefined,
       tokens: new Map(),
       queue: Promise.resolve(),
@@ -93,7 +137,11 @@ export function createScoringHost(server: LoopbackServer): ScoringHost {
           }
           req.headers.authorization = `Bearer ${instanceToken}`;
         }
-        await current.mount.handle(req, res, context);
+        const handled = current.mount.handle(req, res, context);
+        // scoring-server.ts records a request synchronously as its handler starts: this is ours.
+        const record = current.scoring.requests.at(-1);
+        await handled;
+        if (record !== undefined) mirrorCopy(slot, endpoint, record);
       },
     });
     slots.set(endpoint, slot);
@@ -149,6 +197,9 @@ export function createScoringHost(server: LoopbackServer): ScoringHost {
       );
       current.scoring.setTraffic(served);
     },
+    setMirrorTraffic(endpoint, mirror) {
+      slotOf(endpoint).mirror = { ...mirror };
+    },
     setKeys(endpoint, keys) {
       slots.get(endpoint)?.current?.scoring.setKeys(keys);
     },
@@ -178,6 +229,7 @@ export function createScoringHost(server: LoopbackServer): ScoringHost {
     },
     server: (endpoint) => slots.get(endpoint)?.current?.scoring,
     async close() {
+      await Promise.all([...mirrored]);
       const all = [...slots.values()];
       slots.clear();
       for (const slot of all) slot.unmount();
