@@ -687,14 +687,13 @@ export class MlWorkspace {
 
   /** Re-reads the endpoint until `map` shows and the update has finished. */
   private async waitForMap(endpoint: string, kind: TrafficKind, map: Record<string, number>, what: string) {
-    const started = this.clock.now();
-    let lastLine = started;
+    const pace = this.pacer(what, "The PUT was accepted; the map may still show later.");
     for (;;) {
       const json = await this.readEndpointJson(endpoint);
       const state = json.properties?.provisioningState;
       const shown = sameMap(json.properties?.[kind] ?? {}, map);
       if (shown && (state === undefined || state === "Succeeded")) {
-        this.logger.info(`${what}: done after ${formatDuration(this.clock.now() - started)}.`);
+        this.logger.info(`${what}: done after ${formatDuration(pace.elapsed())}.`);
         return;
       }
       if (state === "Failed" || state === "Canceled") {
@@ -703,14 +702,12 @@ export class MlWorkspace {
             "Check the endpoint in Azure ML studio; the deployments named must exist and be Succeeded.",
         );
       }
-      const now = this.clock.now();
-      if (now - lastLine >= this.progressInterval()) {
+      if (pace.lineDue()) {
         this.logger.info(
-          `${what}: ${state ?? "waiting"}, the endpoint shows ${JSON.stringify(json.properties?.[kind] ?? {})} (${formatDuration(now - started)} elapsed)`,
+          `${what}: ${state ?? "waiting"}, the endpoint shows ${JSON.stringify(json.properties?.[kind] ?? {})} (${formatDuration(pace.elapsed())} elapsed)`,
         );
-        lastLine = now;
       }
-      await this.sleepBeforeDeadline(what, started, "The PUT was accepted; the map may still show later.");
+      await pace.sleep();
     }
   }
 
@@ -770,38 +767,54 @@ export class MlWorkspace {
     what: string,
     stateOf: () => Promise<string | undefined>,
   ): Promise<T | undefined> {
-    const started = this.clock.now();
-    let lastLine = started;
+    const pace = this.pacer(what, "Azure carries on with the operation; check it in Azure ML studio.");
     this.logger.info(`${what}: started.`);
     while (!poller.isDone()) {
-      await this.sleepBeforeDeadline(
-        what,
-        started,
-        "Azure carries on with the operation; check it in Azure ML studio.",
-      );
+      await pace.sleep();
       // A failed operation throws here (a plain Error: "The long-running operation has failed...").
       await poller.poll();
-      const now = this.clock.now();
-      if (!poller.isDone() && now - lastLine >= this.progressInterval()) {
+      if (!poller.isDone() && pace.lineDue()) {
         const state = await stateOf();
-        this.logger.info(`${what}: ${state ?? "in progress"} (${formatDuration(now - started)} elapsed)`);
-        lastLine = now;
+        this.logger.info(`${what}: ${state ?? "in progress"} (${formatDuration(pace.elapsed())} elapsed)`);
       }
     }
-    this.logger.info(`${what}: done after ${formatDuration(this.clock.now() - started)}.`);
+    this.logger.info(`${what}: done after ${formatDuration(pace.elapsed())}.`);
     return poller.getResult();
   }
 
-  private async sleepBeforeDeadline(what: string, started: number, meanwhile: string): Promise<void> {
-    const now = this.clock.now();
-    const left = this.options.deadline - now;
-    if (left <= 0) {
-      throw new DeadlineExceededError(
-        `${what}: not finished after ${formatDuration(now - started)}, and the deadline (timeout-minutes) has passed. ` +
-          `${meanwhile} Raise timeout-minutes if it routinely takes this long.`,
-      );
-    }
-    await this.clock.sleep(Math.min(this.options.pollIntervalMs ?? 5000, left));
+  /**
+   * Paces one wait. Checks come 1 s, 2 s and 4 s apart, then every pollIntervalMs: most operations that finish fast
+   * finish within seconds, and slow ones need not be asked more often. A sleep never runs past the next progress line
+   * (so lines come every progressIntervalMs however the checks fall) or past the deadline, where the wait stops.
+   */
+  private pacer(what: string, meanwhile: string) {
+    const pollInterval = this.options.pollIntervalMs ?? 5000;
+    const started = this.clock.now();
+    let lastLine = started;
+    let wait = Math.min(1000, pollInterval);
+    return {
+      elapsed: () => this.clock.now() - started,
+      /** Whether a progress line is due now; if so, the next one is due a progress interval from now. */
+      lineDue: () => {
+        const now = this.clock.now();
+        if (now - lastLine < this.progressInterval()) return false;
+        lastLine = now;
+        return true;
+      },
+      sleep: async () => {
+        const now = this.clock.now();
+        const left = this.options.deadline - now;
+        if (left <= 0) {
+          throw new DeadlineExceededError(
+            `${what}: not finished after ${formatDuration(now - started)}, and the deadline (timeout-minutes) has ` +
+              `passed. ${meanwhile} Raise timeout-minutes if it routinely takes this long.`,
+          );
+        }
+        const untilLine = Math.max(0, lastLine + this.progressInterval() - now);
+        await this.clock.sleep(Math.min(wait, left, untilLine));
+        wait = Math.min(wait * 2, pollInterval);
+      },
+    };
   }
 
   private retry<T>(what: string, operation: () => Promise<T>): Promise<T> {
