@@ -9,12 +9,16 @@
 // - `x-nullable: true` admits null; the swagger-only formats (int32, int64, double, duration, ...) are checked by
 //   hand-written format functions; `x-*` annotations are dropped.
 // `$ref`s to common-types are resolved the way spec/README.md says (the leading `../../../../../` becomes `./`).
-import { readFileSync } from "node:fs";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
+// JSON imports rather than file reads, so a bundle of the sandbox (esbuild inlines them) carries the spec along.
+import managedIdentityJson from "./spec/common-types/resource-management/v3/managedidentity.json" with {
+  type: "json",
+};
+import typesJson from "./spec/common-types/resource-management/v3/types.json" with { type: "json" };
+import mainJson from "./spec/machinelearningservices-2022-10-01-mfe.json" with { type: "json" };
 
 type Json = Record<string, unknown>;
 
-const SPEC_DIR = new URL("./spec/", import.meta.url);
 const MAIN_FILE = "machinelearningservices-2022-10-01-mfe.json";
 const COMMON_TYPES = "common-types/resource-management/v3/types.json";
 const MANAGED_IDENTITY = "common-types/resource-management/v3/managedidentity.json";
@@ -96,10 +100,11 @@ export function loadArmSpec(): ArmSpec {
 }
 
 function buildArmSpec(): ArmSpec {
-  const files = new Map<string, Json>();
-  for (const file of [MAIN_FILE, COMMON_TYPES, MANAGED_IDENTITY]) {
-    files.set(file, JSON.parse(readFileSync(new URL(file, SPEC_DIR), "utf8")) as Json);
-  }
+  const files = new Map<string, Json>([
+    [MAIN_FILE, mainJson as unknown as Json],
+    [COMMON_TYPES, typesJson as unknown as Json],
+    [MANAGED_IDENTITY, managedIdentityJson as unknown as Json],
+  ]);
   const main = files.get(MAIN_FILE) as Json;
   const converter = new SwaggerConverter(files);
   const ajv = new Ajv({ allErrors: true, strict: false, validateFormats: true });
