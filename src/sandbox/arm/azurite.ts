@@ -3,9 +3,9 @@
 // always killed on close() and when this process exits, so a failing test never leaves one behind.
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { LOOPBACK_HOST } from "../http-server.ts";
 
 /** Azurite's built-in development account; the key is public (Microsoft documents it), not a secret. */
@@ -30,14 +30,13 @@ export interface Azurite {
   close(): Promise<void>;
 }
 
-const AZURITE_BIN = fileURLToPath(
-  new URL("../../../node_modules/azurite/dist/src/blob/main.js", import.meta.url),
-);
+/** Resolved like an import (not by a path relative to this file), so it also works from a bundle. */
+const azuriteBin = () => createRequire(import.meta.url).resolve("azurite/dist/src/blob/main.js");
 
 export async function startAzurite(options: AzuriteOptions = {}): Promise<Azurite> {
   let certDir: string | undefined;
   const args = [
-    AZURITE_BIN,
+    azuriteBin(),
     "--blobHost",
     LOOPBACK_HOST,
     "--blobPort",
