@@ -21,6 +21,8 @@ export interface ModelFolder {
   digest: string;
   /** `name` from aml-edge-model.json, when the folder has one. */
   declaredName: string | undefined;
+  /** Azure ML's model type: an MLmodel file at the top makes it an MLflow model, which deploys without code. */
+  modelType: "mlflow_model" | "custom_model";
 }
 
 /** Reads every file under `folder`; a missing or empty folder is the user's to fix. */
@@ -58,7 +60,13 @@ export async function readModelFolder(folder: string, input = "model"): Promise<
     hash.update(`${path}\0${data.length}\0`);
     hash.update(data);
   }
-  return { folder, files, digest: hash.digest("hex"), declaredName: await declaredName(files) };
+  return {
+    folder,
+    files,
+    digest: hash.digest("hex"),
+    declaredName: await declaredName(files),
+    modelType: paths.includes("MLmodel") ? "mlflow_model" : "custom_model",
+  };
 }
 
 async function declaredName(files: ModelFile[]): Promise<string | undefined> {

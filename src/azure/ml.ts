@@ -110,7 +110,12 @@ export interface RegisteredModel {
   version: string;
   /** The ARM id a deployment's `model` takes. */
   id: string;
+  /** custom_model, mlflow_model, triton_model...; undefined when the registration does not say. */
+  modelType: string | undefined;
 }
+
+/** Model types Azure ML deploys without an environment and a scoring script ("no-code" deployment). */
+export const NO_CODE_MODEL_TYPES = ["mlflow_model", "triton_model"];
 
 export type ModelReference =
   | { kind: "registered"; name: string; version: string }
@@ -243,7 +248,12 @@ export class MlWorkspace {
       const found = await this.retry(`Reading model ${name}:${version}`, () =>
         this.client.modelVersions.get(this.options.resourceGroup, this.options.workspace, name, version),
       );
-      return { name, version, id: found.id ?? this.modelVersionId(name, version) };
+      return {
+        name,
+        version,
+        id: found.id ?? this.modelVersionId(name, version),
+        modelType: found.properties.modelType,
+      };
     } catch (error) {
       if (statusOf(error) !== 404) throw error;
       throw new ConfigurationError(
@@ -275,7 +285,13 @@ export class MlWorkspace {
       this.logger.info(
         `Model folder ${folder.folder} is already registered as ${name}:${same.version}; reusing it.`,
       );
-      return { name, version: same.version, id: this.modelVersionId(name, same.version), reused: true };
+      return {
+        name,
+        version: same.version,
+        id: this.modelVersionId(name, same.version),
+        modelType: folder.modelType,
+        reused: true,
+      };
     }
 
     const secrets = await this.retry(`Reading the secrets of datastore ${datastore.name}`, () =>
@@ -319,14 +335,20 @@ export class MlWorkspace {
       this.client.modelVersions.createOrUpdate(resourceGroup, workspace, name, version, {
         properties: {
           modelUri,
-          modelType: "custom_model",
+          modelType: folder.modelType,
           description: `Uploaded by aml-edge from ${folder.folder}`,
           tags: { "aml-edge-digest": folder.digest },
         },
       }),
     );
     this.logger.info(`Registered model ${name}:${version} (${modelUri}).`);
-    return { name, version, id: this.modelVersionId(name, version), reused: false };
+    return {
+      name,
+      version,
+      id: this.modelVersionId(name, version),
+      modelType: folder.modelType,
+      reused: false,
+    };
   }
 
   private async modelVersions(name: string): Promise<{ version: string; modelUri: string | undefined }[]> {

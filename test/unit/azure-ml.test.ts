@@ -380,6 +380,7 @@ describe("models", () => {
       name: "credit",
       version: "1",
       id: `${WORKSPACE_ID}/models/credit/versions/1`,
+      modelType: undefined,
     });
     await expect(ml.registeredModel("credit", "9")).rejects.toThrow(ConfigurationError);
     await expect(ml.registeredModel("credit", "9")).rejects.toThrow(
@@ -412,6 +413,7 @@ describe("models", () => {
       name: "credit",
       version: "2",
       id: `${WORKSPACE_ID}/models/credit/versions/2`,
+      modelType: "custom_model",
       reused: false,
     });
     const target = `https://127.0.0.1:10000/devstoreaccount1 acct azureml-blobstore ${fake.datastoreKey}`;
@@ -435,11 +437,14 @@ describe("models", () => {
     expect(uploads).toHaveLength(4);
   });
 
-  it("registers version 1 of a model that has none yet", async () => {
-    const { ml } = setup({ blobUploader: () => ({ upload: async () => {} }) });
+  it("registers version 1 of a model that has none yet, as an MLflow model when the folder has an MLmodel file", async () => {
+    const { ml, fake } = setup({ blobUploader: () => ({ upload: async () => {} }) });
     dir = await mkdtemp(join(tmpdir(), "aml-edge-model-"));
     await writeFile(join(dir, "model.onnx"), "x");
-    expect((await ml.registerModelFolder("fraud", await readModelFolder(dir))).version).toBe("1");
+    await writeFile(join(dir, "MLmodel"), "flavors: {}");
+    const registered = await ml.registerModelFolder("fraud", await readModelFolder(dir));
+    expect(registered).toMatchObject({ version: "1", modelType: "mlflow_model" });
+    expect(fake.calls).toContain("modelVersions.createOrUpdate fraud:1");
   });
 
   it("refuses a missing or empty folder as the user's to fix", async () => {

@@ -244,6 +244,11 @@ describe("deploy-model run", () => {
     expect(core.outputs.deployment).toBe("blue");
     expect(core.outputs["model-id"]).toBe(`${WORKSPACE_ID}/models/credit/versions/2`);
     expect(core.secrets).toContain(fake.datastoreKey);
+    // A custom model with no scoring code: Azure ML would refuse it, so the log says what to set.
+    expect(deps.logger.lines.filter((l) => l.kind === "warning").map((l) => l.message)).toEqual([
+      "Model credit:2 is a custom_model: Azure ML deploys only MLflow and Triton models without code. Set " +
+        "`environment`, `code` and `scoring-script` if the deployment is refused.",
+    ]);
   });
 
   it("reports a rollout in progress as the user's to resolve", async () => {

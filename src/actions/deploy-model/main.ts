@@ -11,6 +11,7 @@ import {
   createMlClient,
   type MlClient,
   MlWorkspace,
+  NO_CODE_MODEL_TYPES,
   parseModelReference,
   type RegisteredModel,
 } from "../../azure/ml.ts";
@@ -167,6 +168,14 @@ export async function deployModel(
       ? { ...(await ml.registeredModel(reference.name, reference.version)), uploaded: false }
       : await registerFolder(ml, modelName ?? "", folder);
 
+  if (settings.code === undefined && !NO_CODE_MODEL_TYPES.includes(model.modelType ?? "")) {
+    // Not refused here: a workspace may serve it (the local sandbox does), and Azure's own answer names the gap.
+    logger.warning(
+      `Model ${model.name}:${model.version} is a ${model.modelType ?? "model of unstated type"}: Azure ML deploys ` +
+        "only MLflow and Triton models without code. Set `environment`, `code` and `scoring-script` if the " +
+        "deployment is refused.",
+    );
+  }
   const { created } = await ml.ensureEndpoint(settings.endpoint);
   await ml.deploy({
     endpoint: settings.endpoint,
@@ -211,6 +220,7 @@ async function registerFolder(
     name: registered.name,
     version: registered.version,
     id: registered.id,
+    modelType: registered.modelType,
     uploaded: !registered.reused,
   };
 }
