@@ -252,6 +252,27 @@ describe("deploy-model, bundled, against the local Azure", () => {
     expect(sandbox.onlineEndpoint("credit")?.traffic).toEqual({ blue: 100 });
   }, 120_000);
 
+  it("a 60-second deployment outlives 20-second GitHub tokens: the credential fetches new ones as it goes", async () => {
+    github.setLifetime(20);
+    entra.setAccessTokenLifetime(30);
+    sandbox.faults.slowProvisioning("green", 60_000);
+    const issuedBefore = github.issued;
+    try {
+      const step = await runStep({ model: "azureml:credit:2" });
+      expect(step.code, step.stdout).toBe(0);
+      expect(step.outputs.deployment).toBe("green");
+      // Progress lines while it provisions, 30 s apart.
+      expect(step.stdout).toMatch(/^Deployment green on endpoint credit: Updating \(30s elapsed\)$/m);
+      expect(step.stdout).toMatch(/^Deployment green on endpoint credit: Updating \(1m elapsed\)$/m);
+      // No token lived through the wait: a later one carried the polls.
+      expect(github.issued - issuedBefore).toBeGreaterThanOrEqual(3);
+    } finally {
+      github.setLifetime(300);
+      entra.setAccessTokenLifetime(3600);
+      sandbox.faults.slowProvisioning("green", 300);
+    }
+  }, 150_000);
+
   it("the umbrella action runs deploy-model when command says so, and refuses an unknown command", async () => {
     const unknown = await runStep({ command: "deploy-everything" }, UMBRELLA);
     expect(unknown.code).toBe(1);
