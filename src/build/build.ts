@@ -14,7 +14,7 @@ const root = fileURLToPath(new URL("../../", import.meta.url));
 const dist = `${root}dist`;
 
 /** Packages the command loads at run time instead of bundling: native binaries, or the bundler itself. */
-const CLI_EXTERNALS = ["miniflare", "esbuild", "workerd"];
+const CLI_EXTERNALS = ["miniflare", "esbuild", "workerd", "onnxruntime-node", "azurite"];
 
 // Bundled CommonJS dependencies call require(); an ES module has none until one is made.
 const CREATE_REQUIRE = [

@@ -4,6 +4,7 @@ import packageJson from "../../package.json" with { type: "json" };
 import { EXIT_CODES, errorMessage, exitCodeFor, UsageError } from "./errors.ts";
 import { GATEWAY_DEV_HELP, readGatewayDevSettings, runGatewayDev } from "./gateway-dev.ts";
 import type { CliIo } from "./io.ts";
+import { readSandboxUpSettings, runSandboxUp, SANDBOX_UP_HELP } from "./sandbox-up.ts";
 
 interface Command {
   words: readonly string[];
@@ -24,6 +25,19 @@ const COMMANDS: readonly Command[] = [
         return EXIT_CODES.ok;
       }
       return runGatewayDev(settings, io);
+    },
+  },
+  {
+    words: ["sandbox", "up"],
+    summary: "run the local Azure (GitHub OIDC, Entra ID, Key Vault, Azurite, Azure ML) until Ctrl-C",
+    help: SANDBOX_UP_HELP,
+    async run(args, io) {
+      const settings = readSandboxUpSettings(args);
+      if (settings === "help") {
+        io.stdout(SANDBOX_UP_HELP);
+        return EXIT_CODES.ok;
+      }
+      return runSandboxUp(settings, io);
     },
   },
 ];

@@ -41,7 +41,8 @@ const KNOWN_RESOURCES = [
   "https://storage.azure.com",
   "https://graph.microsoft.com",
 ];
-const DEFAULT_TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+// An obviously local tenant id: never a real tenant's.
+const DEFAULT_TENANT_ID = "00000000-0000-4000-8000-0000000e7a1d";
 const DEFAULT_ACCESS_TOKEN_LIFETIME_SECONDS = 3600;
 
 export interface FederatedCredential {
