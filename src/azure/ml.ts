@@ -236,7 +236,14 @@ export class MlWorkspace {
   location(): Promise<string> {
     this.locationPromise ??= this.retry(`Reading workspace ${this.options.workspace}`, () =>
       this.client.workspaces.get(this.options.resourceGroup, this.options.workspace),
-    ).then((ws) => ws.location ?? "");
+    ).then(
+      (ws) => ws.location ?? "",
+      (error: unknown) => {
+        // A failed read is not kept: the next caller asks again.
+        this.locationPromise = undefined;
+        throw error;
+      },
+    );
     return this.locationPromise;
   }
 

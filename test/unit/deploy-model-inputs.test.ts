@@ -35,6 +35,7 @@ vi.mock("@actions/core", async (importOriginal) => {
 });
 
 const { run } = await import("../../src/actions/deploy-model/main.ts");
+const { run: runUmbrella } = await import("../../src/actions/umbrella/main.ts");
 const { DEPLOY_MODEL_INPUTS, readDeployModelSettings } = await import(
   "../../src/actions/deploy-model/settings.ts"
 );
@@ -341,5 +342,31 @@ describe("deploy-model metadata", () => {
     for (const [name, output] of Object.entries(action.outputs)) {
       expect(row(outputRows, name), name).toEqual([`\`${name}\``, cell(output.description)]);
     }
+  });
+});
+
+describe("umbrella action", () => {
+  it("runs the action `command` names, and only that one", async () => {
+    const ran: string[] = [];
+    const commands = {
+      "deploy-model": async () => {
+        ran.push("deploy-model");
+      },
+      other: async () => {
+        ran.push("other");
+      },
+    };
+    await runUmbrella(inputs({ command: " deploy-model " }), commands);
+    expect(ran).toEqual(["deploy-model"]);
+    expect(core.failed).toEqual([]);
+  });
+
+  it.each([
+    ["", "Input `command`: is required; accepted: deploy-model."],
+    ["deploy", 'Input `command`: "deploy" is not a command; accepted: deploy-model.'],
+    ["toString", 'Input `command`: "toString" is not a command; accepted: deploy-model.'],
+  ])("refuses command %j, saying what is accepted", async (command, message) => {
+    await runUmbrella(inputs({ command }));
+    expect(core.failed).toEqual([message]);
   });
 });
