@@ -644,6 +644,14 @@ export class MlWorkspace {
   }
 
   /**
+   * The endpoint's mirror traffic map ({} when none). Read at `endpointApiVersion`: at the SDK's 2022-10-01 Azure
+   * never shows it, so this is {} there whatever the endpoint has.
+   */
+  async mirrorTraffic(endpoint: string): Promise<Record<string, number>> {
+    return (await this.readEndpointJson(endpoint)).properties?.mirrorTraffic ?? {};
+  }
+
+  /**
    * Sets the live traffic map: GET the endpoint's JSON, PUT it back whole with the new map, then GET until the map
    * shows (Azure's reads lag its writes). Returns the map before the change.
    */
