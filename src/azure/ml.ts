@@ -24,6 +24,13 @@ import type { PipelineRequest, PipelineResponse } from "@azure/core-rest-pipelin
 import { createHttpHeaders, createPipelineRequest, RestError } from "@azure/core-rest-pipeline";
 import { ConfigurationError, errorMessage } from "./errors.ts";
 import {
+  checkTraffic,
+  type EndpointJson,
+  sameMap,
+  type TrafficKind,
+  writableEndpoint,
+} from "./ml-endpoint-json.ts";
+import {
   type BlobUploaderFactory,
   blobServiceUrl,
   contentPrefix,
@@ -31,6 +38,8 @@ import {
   storageBlobUploader,
 } from "./ml-model-folder.ts";
 import { type Clock, DeadlineExceededError, formatDuration, statusOf, withAzureRetry } from "./retry.ts";
+
+export { chooseSlot, type ModelReference, parseModelReference, type Slot } from "./ml-references.ts";
 
 /** The ARM scope tokens are asked for: the SDK would otherwise derive it from `endpoint`, wrong for an emulator. */
 export const ARM_SCOPE = "https://management.azure.com/.default";
@@ -117,52 +126,6 @@ export interface RegisteredModel {
 /** Model types Azure ML deploys without an environment and a scoring script ("no-code" deployment). */
 export const NO_CODE_MODEL_TYPES = ["mlflow_model", "triton_model"];
 
-export type ModelReference =
-  | { kind: "registered"; name: string; version: string }
-  | { kind: "folder"; path: string };
-
-const ASSET_NAME = /^[a-zA-Z0-9][a-zA-Z0-9\-_.]{0,254}$/;
-
-/** `azureml:NAME:VERSION` is a registered version; anything else is a folder in the repository. */
-export function parseModelReference(value: string, input = "model"): ModelReference {
-  if (!value.startsWith("azureml:")) return { kind: "folder", path: value };
-  const match = /^azureml:([^:@]+):([^:@]+)$/.exec(value);
-  if (match === null || match[1] === undefined || match[2] === undefined) {
-    throw new ConfigurationError(
-      `Input \`${input}\`: ${JSON.stringify(value)} is not a registered model reference. Use azureml:NAME:VERSION ` +
-        "with an explicit version (for example azureml:credit:3), or a model folder in the repository.",
-    );
-  }
-  const [, name, version] = match;
-  if (!ASSET_NAME.test(name) || !/^[a-zA-Z0-9][a-zA-Z0-9\-_.]{0,63}$/.test(version)) {
-    throw new ConfigurationError(
-      `Input \`${input}\`: ${JSON.stringify(value)} names no valid model version: the name takes letters, digits, ` +
-        "'-', '_' and '.', starting with a letter or digit, and the version likewise (for example azureml:credit:3).",
-    );
-  }
-  return { kind: "registered", name, version };
-}
-
-export type Slot = "blue" | "green";
-
-/**
- * Which of blue and green to deploy to: the one not serving live traffic, so a new version never lands on the
- * deployment users are calling. Both serving means a rollout is half done; picking either would replace a live model.
- */
-export function chooseSlot(traffic: Readonly<Record<string, number>>, endpoint: string): Slot {
-  const blue = traffic.blue ?? 0;
-  const green = traffic.green ?? 0;
-  if (blue > 0 && green > 0) {
-    throw new ConfigurationError(
-      `Endpoint ${endpoint} sends traffic to both blue (${blue}%) and green (${green}%): a rollout is in progress, and ` +
-        "either slot would replace a live model. Finish it (promote or roll back) first, or name the deployment to " +
-        "update with the `deployment` input.",
-    );
-  }
-  if (blue > 0) return "green";
-  return "blue";
-}
-
 export interface EndpointToken {
   accessToken: string;
   tokenType: string | undefined;
@@ -188,20 +151,6 @@ export interface DeploymentSpec {
 export class DeploymentFailedError extends Error {
   override name = "DeploymentFailedError";
 }
-
-/** The subset of an endpoint's JSON this module reads. */
-interface EndpointJson {
-  location?: string;
-  properties?: {
-    provisioningState?: string;
-    traffic?: Record<string, number>;
-    mirrorTraffic?: Record<string, number>;
-    [key: string]: unknown;
-  };
-  [key: string]: unknown;
-}
-
-type TrafficKind = "traffic" | "mirrorTraffic";
 
 interface Poller<T> {
   poll(): Promise<void>;
@@ -881,36 +830,6 @@ export class MlWorkspace {
   }
 }
 
-function checkTraffic(map: Record<string, number>, label: string): void {
-  for (const [name, share] of Object.entries(map)) {
-    if (!Number.isInteger(share) || share < 0 || share > 100) {
-      throw new ConfigurationError(
-        `The ${label} share of deployment ${name} is ${share}; shares are whole percentages from 0 to 100.`,
-      );
-    }
-  }
-}
-
-/** Equal ignoring 0% entries: Azure may list every deployment, including those at 0. */
-function sameMap(a: Record<string, number>, b: Record<string, number>): boolean {
-  const nonZero = (m: Record<string, number>) =>
-    Object.entries(m)
-      .filter(([, v]) => v !== 0)
-      .map(([k, v]) => `${k.toLowerCase()}=${v}`)
-      .sort()
-      .join(",");
-  return nonZero(a) === nonZero(b);
-}
-
 function sameUri(a: string | undefined, b: string): boolean {
   return a !== undefined && a.replace(/\/+$/, "").toLowerCase() === b.replace(/\/+$/, "").toLowerCase();
-}
-
-/** The endpoint as read, minus what the service owns: it is the body of the full PUT that replaces it. */
-function writableEndpoint(json: EndpointJson): EndpointJson {
-  const { id: _id, name: _name, type: _type, systemData: _systemData, ...rest } = json;
-  const properties = { ...(json.properties ?? {}) };
-  for (const readOnly of ["provisioningState", "scoringUri", "swaggerUri", "keys"])
-    delete properties[readOnly];
-  return { ...rest, properties };
 }
