@@ -10,65 +10,38 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMlClient, MlWorkspace } from "../../src/azure/ml.ts";
 import { systemClock } from "../../src/azure/retry.ts";
-import {
-  type ArmSandbox,
-  AZURITE_ACCOUNT_KEY,
-  type Azurite,
-  startArmSandbox,
-  startAzurite,
-} from "../../src/sandbox/arm/index.ts";
-import { ARM_RESOURCE, type Entra, startEntra } from "../../src/sandbox/entra.ts";
-import { type GitHubOidc, startGitHubOidc } from "../../src/sandbox/github-oidc.ts";
+import { type ArmSandbox, AZURITE_ACCOUNT_KEY } from "../../src/sandbox/arm/index.ts";
+import { ARM_RESOURCE, type Entra } from "../../src/sandbox/entra.ts";
+import type { GitHubOidc } from "../../src/sandbox/github-oidc.ts";
 import { creditSampleRows } from "../../src/sandbox/models/sample-rows.ts";
-import { loadOnnxModel, releaseOnnxModels, SANDBOX_MODELS_ROOT } from "../../src/sandbox/onnx-model.ts";
-import { createSandboxCa, trustInProcess } from "../../src/sandbox/tls.ts";
+import { loadOnnxModel, SANDBOX_MODELS_ROOT } from "../../src/sandbox/onnx-model.ts";
+import { SANDBOX_CLIENT_ID, type Sandbox, startSandbox } from "../../src/sandbox/sandbox.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BUNDLE = join(ROOT, "dist/deploy-model/index.js");
 /** The umbrella action at the repository root: `command` picks the action. */
 const UMBRELLA = join(ROOT, "dist/main/index.js");
-const CLIENT_ID = "5f0c1e2a-7b3d-4c8e-9a1f-0d2e3c4b5a69";
-const AUDIENCE = "api://AzureADTokenExchange";
+const CLIENT_ID = SANDBOX_CLIENT_ID;
 
 let dir: string;
+let local: Sandbox;
 let caFile: string;
-let untrust: () => void = () => undefined;
 let github: GitHubOidc;
 let entra: Entra;
-let azurite: Azurite;
 let sandbox: ArmSandbox;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "aml-edge-deploy-e2e-"));
-  const ca = await createSandboxCa();
-  caFile = join(dir, "ca.pem");
-  await writeFile(caFile, ca.caPem);
-  // This process only sets traffic and scores; the action trusts the CA through NODE_EXTRA_CA_CERTS.
-  untrust = trustInProcess(ca.caPem);
-  github = await startGitHubOidc();
-  entra = await startEntra({ ca });
-  entra.setIssuerJwksUri(github.issuer, github.jwksUri);
-  entra.registerApp({
-    clientId: CLIENT_ID,
-    federatedCredentials: [{ issuer: github.issuer, subject: github.subject(), audiences: [AUDIENCE] }],
-  });
-  azurite = await startAzurite();
-  sandbox = await startArmSandbox({
-    tls: await ca.issueServerCertificate(),
-    azurite,
-    authorize: (token) => entra.verifyAccessToken(token, ARM_RESOURCE),
-    modelLoader: async (model) => loadOnnxModel(await model.download()),
+  // This process only sets traffic and scores (it trusts the CA in process); the action trusts it through
+  // NODE_EXTRA_CA_CERTS, as a job step would.
+  local = await startSandbox({
     timings: { endpointCreateMs: 100, endpointUpdateMs: 100, deploymentMs: 300, deleteMs: 100 },
   });
+  ({ github, entra, arm: sandbox, caFile } = local);
 }, 60_000);
 
 afterAll(async () => {
-  await sandbox?.close();
-  await azurite?.close();
-  await entra?.close();
-  await github?.close();
-  await releaseOnnxModels();
-  untrust();
+  await local?.close();
   if (dir !== undefined) await rm(dir, { recursive: true, force: true });
 });
 
