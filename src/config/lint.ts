@@ -3,6 +3,7 @@
 // identity headers) or leave a route unusable. It runs before every publish; a finding says what is wrong, why it
 // matters and what is accepted. Codes are stable: tests, CI output and docs refer to them.
 import { ConfigError, type ConfigIssue, formatPath, type PathSegment } from "./errors.ts";
+import { isLoopbackHostname } from "./hosts.ts";
 import {
   ASYMMETRIC_ALGORITHMS,
   type GatewayConfig,
@@ -277,15 +278,8 @@ function urlProblem(uri: string, mode: LintMode): string | undefined {
   if (mode === "production") {
     return `${quote(uri)} is plain http://, which anyone on the path can read or alter; production requires https:// (http:// is accepted only in local mode, to a loopback host)`;
   }
-  if (isLoopback(url.hostname)) return undefined;
+  if (isLoopbackHostname(url.hostname)) return undefined;
   return `${quote(uri)} is plain http:// to ${url.hostname}, which is not a loopback host; use https://, or in local mode a loopback host: localhost, 127.0.0.0/8 or [::1]`;
-}
-
-/** The WHATWG URL parser has already normalised the host (`127.1` → `127.0.0.1`, `[0::1]` → `[::1]`). */
-function isLoopback(hostname: string): boolean {
-  return (
-    hostname === "localhost" || hostname === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname)
-  );
 }
 
 function isGitHubActions(iss: string): boolean {

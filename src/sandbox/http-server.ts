@@ -185,8 +185,4 @@ export function errorText(error: unknown): string {
 }
 
 /** Loopback hosts are the only places the sandbox may talk to: this machine, never the network. */
-export function isLoopbackHostname(hostname: string): boolean {
-  const host = hostname.toLowerCase();
-  if (host === "localhost" || host === "[::1]" || host === "::1") return true;
-  return /^127(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}$/.test(host);
-}
+export { isLoopbackHostname } from "../config/hosts.ts";
