@@ -4,6 +4,18 @@ var __export = (target, all) => {
     __defProp(target, name2, { get: all[name2], enumerable: true });
 };
 
+// src/config/fingerprint.ts
+async function keyFingerprint(secret) {
+  if (typeof secret !== "string" || secret.length === 0) return "missing";
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(secret));
+  return `sha256:${toHex(new Uint8Array(digest)).slice(0, 16)}`;
+}
+function toHex(bytes) {
+  let hex3 = "";
+  for (const byte of bytes) hex3 += byte.toString(16).padStart(2, "0");
+  return hex3;
+}
+
 // src/gateway/audit.ts
 var MAX_ACTOR_DEPTH = 8;
 function actorChain(claims) {
@@ -25,11 +37,6 @@ async function hashJti(issuer, jti) {
   const digest = await crypto.subtle.digest("SHA-256", encoder.encode(`${issuer}
 ${jti}`));
   return toHex(new Uint8Array(digest)).slice(0, 32);
-}
-function toHex(bytes) {
-  let hex3 = "";
-  for (const byte of bytes) hex3 += byte.toString(16).padStart(2, "0");
-  return hex3;
 }
 function auditSink(options, waitUntil) {
   return {
@@ -2467,6 +2474,13 @@ function formatPath(segments) {
     else out += `[${JSON.stringify(segment)}]`;
   }
   return out;
+}
+
+// src/config/hosts.ts
+function isLoopbackHostname(hostname3) {
+  const host = hostname3.toLowerCase();
+  if (host === "localhost" || host === "[::1]" || host === "::1") return true;
+  return /^127(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}$/.test(host);
 }
 
 // node_modules/zod/v4/classic/external.js
@@ -22523,11 +22537,8 @@ function urlProblem(uri, mode) {
   if (mode === "production") {
     return `${quote(uri)} is plain http://, which anyone on the path can read or alter; production requires https:// (http:// is accepted only in local mode, to a loopback host)`;
   }
-  if (isLoopback(url2.hostname)) return void 0;
+  if (isLoopbackHostname(url2.hostname)) return void 0;
   return `${quote(uri)} is plain http:// to ${url2.hostname}, which is not a loopback host; use https://, or in local mode a loopback host: localhost, 127.0.0.0/8 or [::1]`;
-}
-function isLoopback(hostname3) {
-  return hostname3 === "localhost" || hostname3 === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname3);
 }
 function isGitHubActions(iss) {
   return iss === "https://token.actions.githubusercontent.com" || iss.startsWith("https://token.actions.githubusercontent.com/") || /^https:\/\/token\.actions\.[a-z0-9-]+\.ghe\.com(?:\/|$)/.test(iss);
@@ -22802,6 +22813,7 @@ function strings(values) {
 }
 
 // src/config/jwks.ts
+var MAX_JWKS_BYTES = 256 * 1024;
 var MAX_KEYS = 100;
 var PUBLIC_KEY_TYPES = /* @__PURE__ */ new Set(["RSA", "EC", "OKP"]);
 var PRIVATE_MEMBERS = /* @__PURE__ */ new Set(["d", "p", "q", "dp", "dq", "qi", "oth", "k"]);
@@ -22843,7 +22855,6 @@ function publicSigningKeys(value) {
 
 // src/gateway/keys.ts
 var FETCH_TIMEOUT_MS = 5e3;
-var MAX_JWKS_BYTES = 256 * 1024;
 var sanitizeJwks = publicSigningKeys;
 var IssuerKeys = class {
   #config;
@@ -23188,12 +23199,6 @@ function build(bundle) {
 }
 
 // src/gateway/status.ts
-var encoder4 = new TextEncoder();
-async function fingerprint(secret) {
-  if (typeof secret !== "string" || secret.length === 0) return "missing";
-  const digest = await crypto.subtle.digest("SHA-256", encoder4.encode(secret));
-  return `sha256:${toHex(new Uint8Array(digest)).slice(0, 16)}`;
-}
 async function statusDocument(runtime, env) {
   const routes = await Promise.all(
     runtime.config.routes.map(async (route) => {
@@ -23206,9 +23211,9 @@ async function statusDocument(runtime, env) {
         upstreamAuth: auth.mode === "key" ? {
           mode: "key",
           active: auth.active,
-          primary: await fingerprint(env[auth.primarySecret]),
-          secondary: await fingerprint(env[auth.secondarySecret])
-        } : { mode: "aml_token", token: await fingerprint(env[auth.tokenSecret]) }
+          primary: await keyFingerprint(env[auth.primarySecret]),
+          secondary: await keyFingerprint(env[auth.secondarySecret])
+        } : { mode: "aml_token", token: await keyFingerprint(env[auth.tokenSecret]) }
       };
     })
   );
@@ -23436,20 +23441,20 @@ async function handle(request, env, ctx) {
     waitUntil
   );
   const record2 = baseRecord(requestId, request, url2, runtime.version);
-  const timings = [];
+  const timings = config2.serverTiming ? [] : void 0;
   const respond = (response, reason) => {
     const { headers } = response;
     headers.set("x-request-id", requestId);
     headers.set("x-aml-edge-config", runtime.version);
     if (record2.deployment && reason === "allowed") headers.set("x-aml-edge-deployment", record2.deployment);
-    if (config2.serverTiming && timings.length > 0) headers.set("server-timing", timings.join(", "));
+    if (timings && timings.length > 0) headers.set("server-timing", timings.join(", "));
     audit.write(finishRecord(record2, reason, response.status, started));
     return response;
   };
   try {
-    const verifyStarted = performance.now();
+    const verifyStarted = timings ? performance.now() : 0;
     const verified2 = await verifyToken(extractBearerToken(request, url2), runtime.issuersByIss, waitUntil);
-    timings.push(`verify;dur=${(performance.now() - verifyStarted).toFixed(3)}`);
+    timings?.push(`verify;dur=${(performance.now() - verifyStarted).toFixed(3)}`);
     const { caller, grants, identity, stickyPoint: stickyPoint2 } = await callerContext(verified2, config2.policy);
     Object.assign(record2, identity);
     record2.roles = grants.roles;
@@ -23480,7 +23485,7 @@ async function handle(request, env, ctx) {
     if (assignment.kind === "cohort") record2.cohort = assignment.cohort;
     const credential = upstreamCredential(route, env, Date.now());
     const body = await limitedBody(request, route.limits.maxBodyBytes);
-    const upstreamStarted = performance.now();
+    const upstreamStarted = timings ? performance.now() : 0;
     const response = await callUpstream(request, {
       route,
       deployment: assignment.deployment,
@@ -23489,7 +23494,7 @@ async function handle(request, env, ctx) {
       forwardHeaders: config2.forwardHeaders,
       body
     });
-    timings.push(`upstream;dur=${(performance.now() - upstreamStarted).toFixed(3)}`);
+    timings?.push(`upstream;dur=${(performance.now() - upstreamStarted).toFixed(3)}`);
     record2.upstreamStatus = response.status;
     return respond(response, "allowed");
   } catch (error62) {

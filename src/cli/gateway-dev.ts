@@ -5,6 +5,7 @@ import { rmSync } from "node:fs";
 import { mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { keyFingerprint } from "../config/fingerprint.ts";
 import {
   compileConfigBundle,
   fetchKeySnapshots,
@@ -24,7 +25,6 @@ import type { TokenIssuer } from "../sandbox/token-issuer.ts";
 import { formatOptions, type OptionSpec, parseCommandArgs, parsePort, requireString } from "./args.ts";
 import { demoPrincipal } from "./demo-principal.ts";
 import { errorMessage, SetupError } from "./errors.ts";
-import { keyFingerprint } from "./fingerprint.ts";
 import type { CliIo } from "./io.ts";
 
 const COMMAND = "gateway dev";
@@ -118,7 +118,7 @@ export async function runGatewayDev(settings: GatewayDevSettings, io: CliIo): Pr
     }
     if (io.stop.aborted) return 0;
 
-    const { secrets, lines } = upstreamSecrets(config, io.env, standIns?.scoring ?? new Map());
+    const { secrets, lines } = await upstreamSecrets(config, io.env, standIns?.scoring ?? new Map());
     for (const line of lines) io.stdout(line);
 
     const keySnapshots = await snapshotKeys(config, io);
@@ -206,13 +206,13 @@ function usesLoopback(config: GatewayConfig): boolean {
  * The Worker secrets each route reads, from the environment, else from its local stand-in. Only the key a route
  * sends (the active one, or its AML token) is required; lines describe each secret by fingerprint.
  */
-function upstreamSecrets(
+async function upstreamSecrets(
   config: GatewayConfig,
   env: Readonly<Record<string, string | undefined>>,
   scoring: ReadonlyMap<string, ScoringServer>,
-): { secrets: Record<string, string>; lines: string[] } {
+): Promise<{ secrets: Record<string, string>; lines: string[] }> {
   const secrets: Record<string, string> = {};
-  const lines: string[] = [];
+  const lines: Promise<string>[] = [];
   const missing: string[] = [];
   const add = (
     route: RouteConfig,
@@ -230,7 +230,10 @@ function upstreamSecrets(
     secrets[binding] = chosen;
     const origin = fromEnv !== undefined ? "from the environment" : "from the local endpoint";
     lines.push(
-      `upstream secret ${binding} (route ${route.name}, ${label}, ${origin}): ${keyFingerprint(chosen)}`,
+      keyFingerprint(chosen).then(
+        (fingerprint) =>
+          `upstream secret ${binding} (route ${route.name}, ${label}, ${origin}): ${fingerprint}`,
+      ),
     );
   };
   for (const route of config.routes) {
@@ -267,7 +270,7 @@ function upstreamSecrets(
       `aml-edge ${COMMAND}: no value for ${missing.join(", ")}; set each as an environment variable of that name (the endpoint's key, or for aml_token the JSON from the endpoint's getToken), or point the route's scoringUri at 127.0.0.1 to use a local stand-in`,
     );
   }
-  return { secrets, lines };
+  return { secrets, lines: await Promise.all(lines) };
 }
 
 /** One issuer at a time, so that a key set out of reach (no internet here) costs a warning, not the others. */

@@ -3,6 +3,8 @@
 // fetches at run time. Runtime-agnostic: jose's base64url only.
 import { base64url, type JSONWebKeySet, type JWK } from "jose";
 
+/** Real key sets are a few KiB; a cap keeps a misconfigured URL (a web page, a large file) out. */
+export const MAX_JWKS_BYTES = 256 * 1024;
 const MAX_KEYS = 100;
 /** Asymmetric only: an `oct` key would reopen HS* algorithm confusion. */
 const PUBLIC_KEY_TYPES = new Set(["RSA", "EC", "OKP"]);

@@ -1,7 +1,7 @@
 // Takes a snapshot of each issuer's key set when a config is compiled, so that it ships inside the Worker version
 // and a cold isolate can verify its first request without a fetch. Only public signing keys are kept: a key set
 // that (wrongly) publishes a private or symmetric key must not copy it into a bundle that is stored and shipped.
-import { publicSigningKeys } from "./jwks.ts";
+import { MAX_JWKS_BYTES, publicSigningKeys } from "./jwks.ts";
 import { type ConfigBundle, type GatewayConfig, jwksSchema } from "./schema.ts";
 
 export interface FetchKeySnapshotsOptions {
@@ -32,8 +32,6 @@ export class KeySnapshotError extends Error {
 class KeySetProblem extends Error {}
 
 const DEFAULT_TIMEOUT_MS = 5_000;
-/** Real key sets are a few KiB; a cap keeps a misconfigured URL (a web page, a large file) out of the bundle. */
-const MAX_JWKS_BYTES = 256 * 1024;
 
 /** Fetches every issuer's key set; throws one KeySnapshotError naming each issuer and URL that failed. */
 export async function fetchKeySnapshots(

@@ -1,6 +1,7 @@
 // One audit record per decision, allow or deny (NIST SP 800-53 AU-3: what, when, where, source, outcome,
 // identity). A record never holds a token or a key: the token id is kept as a salted hash, identity only from
 // verified claims.
+import { toHex } from "../config/fingerprint.ts";
 import type { ReasonCode } from "./reasons.ts";
 
 export const AUDIT_RECORD_TYPE = "aml-edge.audit";
@@ -64,12 +65,6 @@ const encoder = new TextEncoder();
 export async function hashJti(issuer: string, jti: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", encoder.encode(`${issuer}\n${jti}`));
   return toHex(new Uint8Array(digest)).slice(0, 32);
-}
-
-export function toHex(bytes: Uint8Array): string {
-  let hex = "";
-  for (const byte of bytes) hex += byte.toString(16).padStart(2, "0");
-  return hex;
 }
 
 export interface AuditSink {

@@ -5,11 +5,10 @@
 // A fetch is only ever awaited by the request that started it (or by that request's waitUntil): workerd refuses
 // I/O on behalf of another request, so a shared in-flight promise would hang or throw in a different request.
 import { createLocalJWKSet, type JSONWebKeySet } from "jose";
-import { publicSigningKeys } from "../config/jwks.ts";
+import { MAX_JWKS_BYTES, publicSigningKeys } from "../config/jwks.ts";
 import type { IssuerConfig } from "../config/schema.ts";
 
 const FETCH_TIMEOUT_MS = 5_000;
-const MAX_JWKS_BYTES = 256 * 1024;
 
 export type KeySource = "snapshot" | "persisted" | "fetched";
 

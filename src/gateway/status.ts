@@ -1,17 +1,8 @@
 // The status route (read-status permission): what this gateway version runs. Upstream keys appear only as
 // fingerprints, so an operator can tell which key is live after a rotation without the key ever leaving the Worker.
-import { toHex } from "./audit.ts";
+import { keyFingerprint } from "../config/fingerprint.ts";
 import type { KeySetState } from "./keys.ts";
 import type { RuntimeConfig } from "./runtime-config.ts";
-
-const encoder = new TextEncoder();
-
-/** `sha256:` and the first 16 hex digits of SHA-256 over the secret: enough to compare, useless to an attacker. */
-export async function fingerprint(secret: unknown): Promise<string> {
-  if (typeof secret !== "string" || secret.length === 0) return "missing";
-  const digest = await crypto.subtle.digest("SHA-256", encoder.encode(secret));
-  return `sha256:${toHex(new Uint8Array(digest)).slice(0, 16)}`;
-}
 
 export interface StatusDocument {
   configVersion: string;
@@ -46,10 +37,10 @@ export async function statusDocument(
             ? {
                 mode: "key" as const,
                 active: auth.active,
-                primary: await fingerprint(env[auth.primarySecret]),
-                secondary: await fingerprint(env[auth.secondarySecret]),
+                primary: await keyFingerprint(env[auth.primarySecret]),
+                secondary: await keyFingerprint(env[auth.secondarySecret]),
               }
-            : { mode: "aml_token" as const, token: await fingerprint(env[auth.tokenSecret]) },
+            : { mode: "aml_token" as const, token: await keyFingerprint(env[auth.tokenSecret]) },
       };
     }),
   );

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decodeJwt, decodeProtectedHeader } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { keyFingerprint } from "../../src/cli/fingerprint.ts";
+import { keyFingerprint } from "../../src/config/fingerprint.ts";
 import { type ScoringServer, startScoringServer } from "../../src/sandbox/scoring-server.ts";
 import { startTokenIssuer, type TokenIssuer } from "../../src/sandbox/token-issuer.ts";
 import { freePort, parseCurl, runInProcess } from "./cli-helpers.ts";
@@ -199,7 +199,7 @@ describe("aml-edge gateway dev (in-process)", () => {
     try {
       const curl = parseCurl(await run.waitForLine(/^curl /));
       expect(run.out).toContain(
-        `upstream secret CREDIT_KEY_A (route credit, primary key, in use, from the environment): ${keyFingerprint(env.CREDIT_KEY_A)}`,
+        `upstream secret CREDIT_KEY_A (route credit, primary key, in use, from the environment): ${await keyFingerprint(env.CREDIT_KEY_A)}`,
       );
       // The stand-in accepts the environment's key directly, so the two agree.
       const direct = await fetch(`http://127.0.0.1:${port}/score`, {
