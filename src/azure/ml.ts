@@ -55,7 +55,10 @@ export interface MlClient {
   workspaces: Pick<Workspaces, "get">;
   datastores: Pick<Datastores, "list" | "listSecrets">;
   modelVersions: Pick<ModelVersions, "get" | "list" | "createOrUpdate">;
-  onlineEndpoints: Pick<OnlineEndpoints, "get" | "beginCreateOrUpdate" | "listKeys" | "getToken">;
+  onlineEndpoints: Pick<
+    OnlineEndpoints,
+    "get" | "beginCreateOrUpdate" | "listKeys" | "getToken" | "beginRegenerateKeys"
+  >;
   onlineDeployments: Pick<OnlineDeployments, "get" | "beginCreateOrUpdate" | "beginDelete" | "getLogs">;
   /** The client's own pipeline (credential, retries, TLS): for the endpoint JSON the typed methods would mangle. */
   sendRequest(request: PipelineRequest): Promise<PipelineResponse>;
@@ -418,6 +421,48 @@ export class MlWorkspace {
     if (primaryKey !== "") this.options.setSecret(primaryKey);
     if (secondaryKey !== "") this.options.setSecret(secondaryKey);
     return { primaryKey, secondaryKey };
+  }
+
+  /**
+   * Regenerates one of the endpoint's keys and returns both keys as they are afterwards (masked). Azure answers a
+   * listKeys with the old value for a while after the operation ends, so the keys are read until the regenerated one
+   * differs from what it was (bounded by the deadline).
+   */
+  regenerateEndpointKey(
+    name: string,
+    keyType: "Primary" | "Secondary",
+  ): Promise<{ primaryKey: string; secondaryKey: string }> {
+    return this.serialize(name, async () => {
+      const before = await this.endpointKeys(name);
+      const field = keyType === "Primary" ? "primaryKey" : "secondaryKey";
+      const what = `Regenerating the ${keyType.toLowerCase()} key of endpoint ${name}`;
+      const poller = await this.retry(what, () =>
+        this.client.onlineEndpoints.beginRegenerateKeys(
+          this.options.resourceGroup,
+          this.options.workspace,
+          name,
+          {
+            keyType,
+          },
+        ),
+      );
+      await this.waitForOperation(
+        poller,
+        what,
+        async () => (await this.findEndpoint(name))?.properties.provisioningState,
+      );
+      const pace = this.pacer(
+        `${what}: waiting for the new key to be readable`,
+        "The key was regenerated; its new value will show in listKeys.",
+      );
+      for (;;) {
+        const after = await this.endpointKeys(name);
+        if (after[field] !== "" && after[field] !== before[field]) return after;
+        // The pacer's sleeps stop at each due progress line: taking the line moves the next one on.
+        if (pace.lineDue()) this.logger.info(`${what}: listKeys still shows the old key.`);
+        await pace.sleep();
+      }
+    });
   }
 
   /** An aml_token for the endpoint (masked), with when to refresh it and when it stops working. */

@@ -366,6 +366,27 @@ describe("endpoint", () => {
     expect(token.refreshAfter?.getTime()).toBe(1_799_990_000_000);
     expect(secrets).toEqual(["primary-key-value", "secondary-key-value", "aml-token-value"]);
   });
+
+  it("regenerates one key, waits until listKeys shows it, and masks the new value", async () => {
+    const { fake, ml, secrets } = setup();
+    fake.addEndpoint("credit", { blue: 100 });
+    fake.keyReadLag = 2;
+    const keys = await ml.regenerateEndpointKey("credit", "Secondary");
+    expect(keys.primaryKey).toBe("primary-key-value");
+    expect(keys.secondaryKey).not.toBe("secondary-key-value");
+    expect(keys.secondaryKey).toMatch(/^secondary-key-/);
+    expect(secrets).toContain(keys.secondaryKey);
+    // One read before, the lagging reads, then the one that shows the new key.
+    expect(fake.calls.filter((c) => c === "onlineEndpoints.listKeys credit")).toHaveLength(4);
+    expect(fake.calls).toContain("onlineEndpoints.beginRegenerateKeys credit Secondary");
+  });
+
+  it("stops waiting for a regenerated key at the deadline", async () => {
+    const { fake, ml } = setup({}, 1);
+    fake.addEndpoint("credit", { blue: 100 });
+    fake.keyReadLag = 1_000_000;
+    await expect(ml.regenerateEndpointKey("credit", "Primary")).rejects.toThrow(DeadlineExceededError);
+  });
 });
 
 describe("models", () => {

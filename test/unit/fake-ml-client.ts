@@ -118,6 +118,10 @@ export class FakeMl {
   lro: LroPlan = { polls: 2 };
   /** After a raw endpoint PUT, this many GETs still show the endpoint as it was. */
   readLag = 0;
+  /** The endpoint keys listKeys answers; a regeneration shows only after `keyReadLag` more listKeys calls. */
+  keys = { primaryKey: "primary-key-value", secondaryKey: "secondary-key-value" };
+  keyReadLag = 0;
+  private pendingKeys: { keys: { primaryKey: string; secondaryKey: string }; reads: number } | undefined;
   /** The api-versions the fake ARM serves; a request at another is refused, as ARM refuses it. */
   apiVersions = ["2022-10-01"];
   logs: Record<string, string> = {
@@ -292,7 +296,22 @@ export class FakeMl {
       },
       listKeys: async (_rg, _ws, name) => {
         this.record(`onlineEndpoints.listKeys ${name}`);
-        return { primaryKey: "primary-key-value", secondaryKey: "secondary-key-value" };
+        if (this.pendingKeys && this.pendingKeys.reads-- <= 0) {
+          this.keys = this.pendingKeys.keys;
+          this.pendingKeys = undefined;
+        }
+        return { ...this.keys };
+      },
+      beginRegenerateKeys: async (_rg, _ws, name, body) => {
+        this.record(`onlineEndpoints.beginRegenerateKeys ${name} ${body.keyType}`);
+        return this.poller(this.lro, () => {
+          const value = `${body.keyType.toLowerCase()}-key-${this.calls.length}`;
+          const keys =
+            body.keyType === "Primary"
+              ? { ...this.keys, primaryKey: value }
+              : { ...this.keys, secondaryKey: value };
+          this.pendingKeys = { keys, reads: this.keyReadLag };
+        }) as never;
       },
       getToken: async (_rg, _ws, name) => {
         this.record(`onlineEndpoints.getToken ${name}`);
