@@ -1,6 +1,7 @@
 // Runs the real gateway bundle in workerd through Miniflare, on loopback, the way a Worker version runs: the config
 // bundle as the AML_EDGE_CONFIG JSON binding, upstream keys as string secrets. It captures the Worker's audit
-// records from workerd's stdout and records every outbound fetch, which it forwards to loopback only.
+// records from workerd's stdout and records every outbound fetch, which it forwards to loopback only. The local
+// Cloudflare (cloudflare/) runs uploaded Worker versions with it too: their own modules, their own bindings.
 import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import {
@@ -51,8 +52,17 @@ export type ExtraWorkerOptions = Omit<
   "name" | "modules" | "script" | "scriptPath" | "bindings" | "compatibilityDate" | "outboundService"
 >;
 
+/** One module of a Worker, as a version upload carries it. */
+export interface WorkerModule {
+  type: "ESModule" | "CommonJS" | "Text" | "Data" | "CompiledWasm";
+  /** The module's name, relative (what other modules import it as). */
+  path: string;
+  contents: string | Uint8Array;
+}
+
 export interface StartGatewayOptions {
-  bundle: ConfigBundle;
+  /** Bound as AML_EDGE_CONFIG. Omitted for a Worker whose bindings all come from `extraBindings` (an uploaded version). */
+  bundle?: ConfigBundle;
   /** Worker secrets by binding name, e.g. AML_KEY_PRIMARY. */
   secrets: Record<string, string>;
   /** Default: an ephemeral port. */
@@ -65,6 +75,8 @@ export interface StartGatewayOptions {
   additionalWorkers?: WorkerOptions[];
   /** The Worker module to run instead of the gateway bundle (tests of this harness). Default: bundleGateway(). */
   script?: string;
+  /** The Worker's modules, the main module first: an uploaded version. Replaces `script`. */
+  modules?: WorkerModule[];
   compatibilityDate?: string;
   compatibilityFlags?: string[];
   /** How outbound requests are forwarded once allowed (e.g. a fetch that trusts the sandbox CA). Default: fetch. */
@@ -123,9 +135,15 @@ const MAX_LOG_LINES = 1000;
 const SIGNALS = ["SIGINT", "SIGTERM"] as const;
 
 export async function startGateway(options: StartGatewayOptions): Promise<RunningGateway> {
-  const script = options.script ?? (await bundleGateway());
+  if (options.modules !== undefined && options.script !== undefined)
+    throw new Error("startGateway: pass either script or modules, not both");
+  if (options.modules !== undefined && options.modules[0]?.type !== "ESModule")
+    throw new Error("startGateway: modules must start with the main module, an ES module");
+  const modules: WorkerModule[] = options.modules ?? [
+    { type: "ESModule", path: "gateway.js", contents: options.script ?? (await bundleGateway()) },
+  ];
   let configBundle = options.bundle;
-  let secrets = checkSecrets(options.secrets, options.extraBindings);
+  let secrets = checkSecrets(options.secrets, options.extraBindings, configBundle !== undefined);
   const forwardFetch = options.forwardFetch ?? fetch;
 
   const records: AuditRecord[] = [];
@@ -217,10 +235,14 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     const gateway: WorkerOptions = {
       ...options.workerOptions,
       name: GATEWAY_WORKER_NAME,
-      modules: [{ type: "ESModule", path: "gateway.js", contents: script }],
+      modules,
       compatibilityDate: options.compatibilityDate ?? COMPATIBILITY_DATE,
       compatibilityFlags: options.compatibilityFlags ?? [],
-      bindings: { ...options.extraBindings, ...secrets, [CONFIG_BINDING]: configBundle as unknown as Json },
+      bindings: {
+        ...options.extraBindings,
+        ...secrets,
+        ...(configBundle === undefined ? {} : { [CONFIG_BINDING]: configBundle as unknown as Json }),
+      },
       outboundService,
     };
     const additional = (options.additionalWorkers ?? []).map((worker) => ({ outboundService, ...worker }));
@@ -316,7 +338,8 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     update(changes) {
       queue = queue.then(async () => {
         if (changes.bundle !== undefined) configBundle = changes.bundle;
-        if (changes.secrets !== undefined) secrets = checkSecrets(changes.secrets, options.extraBindings);
+        if (changes.secrets !== undefined)
+          secrets = checkSecrets(changes.secrets, options.extraBindings, configBundle !== undefined);
         await miniflare.setOptions(miniflareOptions());
         url = await miniflare.ready;
       });
@@ -356,9 +379,11 @@ export function parseAuditLine(line: string): AuditRecord | undefined {
 function checkSecrets(
   secrets: Record<string, string>,
   extra: Record<string, Json> | undefined,
+  hasConfig: boolean,
 ): Record<string, string> {
   for (const name of Object.keys(secrets)) {
-    if (name === CONFIG_BINDING) throw new Error(`startGateway: a secret cannot be named ${CONFIG_BINDING}`);
+    if (hasConfig && name === CONFIG_BINDING)
+      throw new Error(`startGateway: a secret cannot be named ${CONFIG_BINDING}`);
     if (extra !== undefined && name in extra)
       throw new Error(`startGateway: ${name} is both a secret and a binding`);
   }

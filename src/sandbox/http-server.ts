@@ -144,6 +144,11 @@ export class BodyTooLargeError extends Error {
 
 /** Reads the whole request body as UTF-8, refusing more than `limitBytes`. */
 export async function readBody(req: IncomingMessage, limitBytes: number): Promise<string> {
+  return (await readBodyBytes(req, limitBytes)).toString("utf8");
+}
+
+/** Reads the whole request body, refusing more than `limitBytes`. */
+export async function readBodyBytes(req: IncomingMessage, limitBytes: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
@@ -152,7 +157,7 @@ export async function readBody(req: IncomingMessage, limitBytes: number): Promis
     if (size > limitBytes) throw new BodyTooLargeError(limitBytes);
     chunks.push(buffer);
   }
-  return Buffer.concat(chunks).toString("utf8");
+  return Buffer.concat(chunks);
 }
 
 /** Resolves after `ms`, or early (with false) when the signal aborts. */
