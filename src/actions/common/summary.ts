@@ -7,6 +7,8 @@ export interface SummaryReport {
   /** Label and value; values are shown as code. */
   rows: [string, string][];
   notes?: string[];
+  /** Markdown sections after the table, each under its own heading (the text is already Markdown, not escaped). */
+  sections?: { heading: string; markdown: string }[];
 }
 
 export async function writeSummary(report: SummaryReport, warn: (message: string) => void): Promise<void> {
@@ -20,6 +22,10 @@ export async function writeSummary(report: SummaryReport, warn: (message: string
       ...report.rows.map(([label, value]) => [label, `<code>${escapeHtml(value)}</code>`]),
     ]);
     for (const note of report.notes ?? []) core.summary.addRaw(`<p>${escapeHtml(note)}</p>`, true);
+    for (const section of report.sections ?? []) {
+      // Blank lines around it: GitHub renders Markdown after HTML only as a block of its own.
+      core.summary.addHeading(section.heading, 3).addRaw(`\n${section.markdown}\n`, true);
+    }
     await core.summary.write();
   } catch (error) {
     warn(`Could not write the job summary: ${error instanceof Error ? error.message : String(error)}`);
