@@ -34,7 +34,8 @@ async function actionEntries(): Promise<string[]> {
 async function main(): Promise<void> {
   await rm(dist, { recursive: true, force: true });
   await mkdir(`${dist}/gateway`, { recursive: true });
-  await writeFile(`${dist}/gateway/worker.js`, await bundleGateway());
+  const gatewayWorker = await bundleGateway();
+  await writeFile(`${dist}/gateway/worker.js`, gatewayWorker);
 
   await build({
     entryPoints: [`${root}src/cli/main.ts`],
@@ -64,6 +65,9 @@ async function main(): Promise<void> {
       platform: "node",
       target: "node24",
       banner: { js: CREATE_REQUIRE.join("\n") },
+      // The gateway Worker rides inside the action bundles that publish it (route, and the umbrella), so a runner
+      // needs nothing beside dist/<name>/index.js; bundles that never read it do not carry it.
+      define: { "globalThis.AML_EDGE_GATEWAY_WORKER": JSON.stringify(gatewayWorker) },
       legalComments: "none",
       logLevel: "warning",
     });
