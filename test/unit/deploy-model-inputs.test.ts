@@ -31,6 +31,9 @@ vi.mock("@actions/core", async (importOriginal) => {
     debug: () => {},
     info: () => {},
     warning: () => {},
+    // The umbrella marks its main step in the step's state; these tests never run a post step through core.
+    saveState: () => {},
+    getState: () => "",
   };
 });
 
@@ -274,7 +277,7 @@ describe("deploy-model metadata", () => {
   interface ActionYaml {
     inputs: Record<string, { description?: string; required?: boolean; default?: string }>;
     outputs: Record<string, { description?: string }>;
-    runs: { using: string; main: string };
+    runs: { using: string; main: string; post?: string; "post-if"?: string };
   }
   const root = new URL("../../", import.meta.url);
   const load = (path: string) => parseYaml(readFileSync(new URL(path, root), "utf8")) as ActionYaml;
@@ -300,17 +303,37 @@ describe("deploy-model metadata", () => {
     expect(action.runs).toEqual({ using: "node24", main: "../../dist/deploy-model/index.js" });
   });
 
-  it("the umbrella action takes command plus the same inputs and outputs, none other required", () => {
+  it("the umbrella action takes command plus every action's inputs and outputs, none other required", () => {
+    const actions = { "deploy-model": action, route: load("actions/route/action.yml") };
     expect(umbrella.inputs.command?.required).toBe(true);
     const { command: _command, ...rest } = umbrella.inputs;
-    expect(Object.keys(rest).sort()).toEqual(Object.keys(action.inputs).sort());
+    const declared = new Set(Object.values(actions).flatMap((each) => Object.keys(each.inputs)));
+    expect(Object.keys(rest).sort()).toEqual([...declared].sort());
     for (const [name, input] of Object.entries(rest)) {
       expect(input.required, name).toBe(false);
-      expect(input.description).toBe(action.inputs[name]?.description);
-      expect(input.default).toBe(action.inputs[name]?.default);
+      const owners = Object.entries(actions).filter(([, each]) => each.inputs[name] !== undefined);
+      const specs = owners.map(([, each]) => each.inputs[name]);
+      if (new Set(specs.map((spec) => `${spec?.description}\0${spec?.default}`)).size === 1) {
+        // Declared alike by every action that has it: the umbrella says the same.
+        expect(input.description, name).toBe(specs[0]?.description);
+        expect(input.default, name).toBe(specs[0]?.default);
+      } else {
+        // Meant differently: the umbrella describes it per command and leaves each action its own default.
+        for (const [command, each] of owners) {
+          expect(input.description, name).toContain(`${command}: ${each.inputs[name]?.description}`);
+        }
+        expect(input.default, name).toBeUndefined();
+      }
     }
-    expect(umbrella.outputs).toEqual(action.outputs);
-    expect(umbrella.runs).toEqual({ using: "node24", main: "dist/main/index.js" });
+    expect(umbrella.outputs).toEqual(
+      Object.assign({}, ...Object.values(actions).map((each) => each.outputs)),
+    );
+    expect(umbrella.runs).toEqual({
+      using: "node24",
+      main: "dist/main/index.js",
+      post: "dist/main/index.js",
+      "post-if": "always()",
+    });
   });
 
   it("the README lists every input and output with its action.yml description", () => {
@@ -361,10 +384,31 @@ describe("umbrella action", () => {
     expect(core.failed).toEqual([]);
   });
 
+  it("marks the main step in the step's state, and in the post step runs only the command's post", async () => {
+    const ran: string[] = [];
+    const saved = new Map<string, string>();
+    const state = {
+      get: (name: string) => saved.get(name) ?? "",
+      save: (name: string, value: string) => saved.set(name, value),
+    };
+    const commands = {
+      route: async () => void ran.push("route"),
+      "deploy-model": async () => void ran.push("deploy-model"),
+    };
+    const posts = { route: async () => void ran.push("route post") };
+    await runUmbrella(inputs({ command: "route" }), commands, posts, state);
+    expect(saved.get("isPost")).toBe("true");
+    await runUmbrella(inputs({ command: "route" }), commands, posts, state);
+    await runUmbrella(inputs({ command: "deploy-model" }), commands, posts, state);
+    await runUmbrella(inputs({ command: "nonsense" }), commands, posts, state);
+    expect(ran).toEqual(["route", "route post"]);
+    expect(core.failed).toEqual([]);
+  });
+
   it.each([
-    ["", "Input `command`: is required; accepted: deploy-model."],
-    ["deploy", 'Input `command`: "deploy" is not a command; accepted: deploy-model.'],
-    ["toString", 'Input `command`: "toString" is not a command; accepted: deploy-model.'],
+    ["", "Input `command`: is required; accepted: deploy-model, route."],
+    ["deploy", 'Input `command`: "deploy" is not a command; accepted: deploy-model, route.'],
+    ["toString", 'Input `command`: "toString" is not a command; accepted: deploy-model, route.'],
   ])("refuses command %j, saying what is accepted", async (command, message) => {
     await runUmbrella(inputs({ command }));
     expect(core.failed).toEqual([message]);

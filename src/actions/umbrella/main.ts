@@ -1,19 +1,50 @@
 // The umbrella action (action.yml at the repository root): one `uses:` line for every aml-edge action, with `command`
-// choosing which. The chosen action then reads its own inputs exactly as its own action.yml would pass them.
+// choosing which. The chosen action then reads its own inputs exactly as its own action.yml would pass them. The
+// umbrella declares a post step for the actions that have one (route deletes its minted token there); the main step
+// marks the step's state, so the post run of the same bundle knows to run the chosen action's post, if any.
 import * as core from "@actions/core";
 import { ConfigurationError, reportFailure } from "../common/errors.ts";
 import { actionsInputs, type InputReader } from "../common/inputs.ts";
 import { run as deployModel } from "../deploy-model/main.ts";
+import { IS_POST_STATE, run as route } from "../route/main.ts";
+import { post as routePost } from "../route/post.ts";
 
 export const COMMANDS: Readonly<Record<string, () => Promise<void>>> = {
   "deploy-model": () => deployModel(),
+  route: () => route(),
+};
+
+/** The post steps of the commands that have one. */
+export const POST_COMMANDS: Readonly<Record<string, () => Promise<void>>> = {
+  route: () => routePost(),
+};
+
+export interface StepState {
+  get(name: string): string;
+  save(name: string, value: string): void;
+}
+
+const actionsState: StepState = {
+  get: (name) => core.getState(name),
+  save: (name, value) => core.saveState(name, value),
 };
 
 /** Never throws; the step's outcome is set through @actions/core. */
 export async function run(
   readInput: InputReader = actionsInputs,
   commands: Readonly<Record<string, () => Promise<void>>> = COMMANDS,
+  postCommands: Readonly<Record<string, () => Promise<void>>> = POST_COMMANDS,
+  state: StepState = actionsState,
 ): Promise<void> {
+  const isPost = state.get(IS_POST_STATE) === "true";
+  if (isPost) {
+    // The main step already reported a bad command; the post step only cleans up after a good one.
+    const command = readInput("command").trim();
+    const cleanup = Object.hasOwn(postCommands, command) ? postCommands[command] : undefined;
+    if (cleanup !== undefined) await cleanup();
+    return;
+  }
+  state.save(IS_POST_STATE, "true");
   let action: (() => Promise<void>) | undefined;
   try {
     const command = readInput("command").trim();
