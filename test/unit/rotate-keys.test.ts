@@ -40,7 +40,6 @@ class FakeClouds {
   /** A status answer to return instead of the truth (a gateway that did not take the key). */
   statusOverride: GatewayStatus | undefined;
   private counter = 0;
-  private statusReads = 0;
 
   add(config: GatewayConfig, secrets: Record<string, string>, plainText: Record<string, string> = {}) {
     return compileConfigBundle(config, { mode: "local" }).then((bundle) => {
@@ -114,9 +113,9 @@ class FakeClouds {
   };
 
   readonly status = {
-    status: async (): Promise<GatewayStatus> => {
+    status: async (versionId: string): Promise<GatewayStatus> => {
       if (this.statusOverride) return this.statusOverride;
-      const live = this.deployment[this.statusReads++ % this.deployment.length];
+      const live = this.deployment.find((entry) => entry.versionId === versionId);
       const version = live && this.versions.get(live.versionId);
       if (!version) throw new Error("no live version");
       const routes = await Promise.all(
