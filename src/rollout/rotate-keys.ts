@@ -46,6 +46,8 @@ export interface GatewayPlanePort {
   publish(versions: VersionToPublish[], message: string): Promise<string[]>;
   /** Resolves once the edge serves these config versions and no others. */
   waitForEdge(configVersions: string[]): Promise<void>;
+  /** Deploys exactly these versions again. */
+  restore(previous: { versionId: string; percentage: number }[], message: string): Promise<void>;
 }
 
 /** The gateway's status route, read through the edge from one version of the live deployment. */
@@ -325,15 +327,34 @@ async function publishAndCheck(
   logger.info(
     `Deployed ${versionIds.map((id, index) => `${id} at ${versions[index]?.percentage}%`).join(" and ")}; waiting for the edge to serve config ${configVersions.join(", ")}.`,
   );
-  await gateway.waitForEdge(configVersions);
-  await checkStatus(
-    options,
-    versionIds.map((versionId, index) => ({
-      versionId,
-      configVersion: versions[index]?.bundle.version ?? "",
-    })),
-    plan,
-  );
+  try {
+    await gateway.waitForEdge(configVersions);
+    await checkStatus(
+      options,
+      versionIds.map((versionId, index) => ({
+        versionId,
+        configVersion: versions[index]?.bundle.version ?? "",
+      })),
+      plan,
+    );
+  } catch (error) {
+    // The versions before this step send a key that is still valid (only the other one was regenerated), so putting
+    // them back leaves every request working while someone looks.
+    const before = live.map(({ versionId, percentage }) => ({ versionId, percentage }));
+    const reason = error instanceof Error ? error.message : String(error);
+    try {
+      await gateway.restore(before, `${options.message} (restored after a failed ${what} rotation)`);
+    } catch (restoreError) {
+      throw new RotationError(
+        `${reason} Restoring the deployment before this step failed too (${restoreError instanceof Error ? restoreError.message : String(restoreError)}); deploy it by hand: ${JSON.stringify(before)}.`,
+        { cause: error },
+      );
+    }
+    throw new RotationError(
+      `${reason} The deployment before this step (${before.map((entry) => `${entry.versionId} at ${entry.percentage} %`).join(", ")}) was restored; its key is still valid.`,
+      { cause: error },
+    );
+  }
   logger.info(`The status route shows the new ${what} (${plan.expectFingerprint}) in every live version.`);
   return {
     kind: plan.kind,

@@ -110,6 +110,10 @@ class FakeClouds {
     waitForEdge: async (configVersions) => {
       this.events.push(`edge ${configVersions.length}`);
     },
+    restore: async (previous) => {
+      this.deployment = previous.map((entry) => ({ ...entry }));
+      this.events.push(`restore ${previous.map((d) => `${d.versionId}@${d.percentage}`).join(",")}`);
+    },
   };
 
   readonly status = {
@@ -248,9 +252,11 @@ describe("key rotation", () => {
       return ids;
     };
     await expect(rotateEndpointCredentials(options(clouds))).rejects.toThrow(
-      /does not send the new credential on credit.*Nothing more was regenerated/,
+      /does not send the new credential on credit.*Nothing more was regenerated.*v1 at 100 %\) was restored/s,
     );
     expect(clouds.events.filter((event) => event.startsWith("regenerate"))).toEqual(["regenerate secondary"]);
+    expect(clouds.events.at(-1)).toBe("restore v1@100");
+    expect(clouds.deployment).toEqual([{ versionId: v1, percentage: 100 }]);
   });
 
   it("names the routes when none calls the endpoint", async () => {
