@@ -1,7 +1,8 @@
-// `aml-edge sandbox up`: the local Azure (GitHub OIDC, Entra ID, Key Vault, Azurite, ARM for Azure ML with ONNX
-// Runtime) on loopback until Ctrl-C, with the environment and the deploy-model inputs that point a job at it.
-// The values printed are the sandbox's own (a local CA file, a request token only this sandbox accepts); no
-// cloud credential exists here.
+// `aml-edge sandbox up`: the local clouds (GitHub OIDC, Entra ID, Key Vault, Azurite, ARM for Azure ML with ONNX
+// Runtime, Cloudflare with its edge in workerd) on loopback until Ctrl-C, with the environment and the inputs that
+// point a job at them. The values printed are the sandbox's own (a local CA file, a request token only this sandbox
+// accepts, the name of the Key Vault secret holding the Cloudflare bootstrap token, never the token); no cloud
+// credential exists here.
 import { startSandbox } from "../sandbox/sandbox.ts";
 import { formatOptions, type OptionSpec, parseCommandArgs } from "./args.ts";
 import { UsageError } from "./errors.ts";
@@ -21,10 +22,12 @@ const OPTIONS: OptionSpec[] = [
 
 export const SANDBOX_UP_HELP = `Usage: aml-edge sandbox up [--deployment-seconds <s>]
 
-Starts the local Azure on 127.0.0.1 over HTTPS from a CA it generates: the GitHub Actions OIDC token service,
+Starts the local clouds on 127.0.0.1 over HTTPS from a CA it generates: the GitHub Actions OIDC token service,
 Entra ID (an app registration whose federated credential trusts the sandbox job), Key Vault, Azurite as the
-workspace's default datastore, and ARM for Azure ML, whose deployments run the registered ONNX model. Prints the
-environment a job step needs and the deploy-model inputs that point it at the sandbox. Ctrl-C stops everything.
+workspace's default datastore, ARM for Azure ML, whose deployments run the registered ONNX model, and the
+Cloudflare API (tokens, Worker versions and deployments) with an edge that runs deployed Worker versions in
+workerd. The Cloudflare bootstrap token is in Key Vault. Prints the environment a job step needs and the inputs
+that point the deploy-model and route actions at the sandbox. Ctrl-C stops everything.
 
 Options:
 ${formatOptions(OPTIONS)}`;
@@ -59,9 +62,15 @@ export async function runSandboxUp(settings: SandboxUpSettings, io: CliIo): Prom
     io.stdout("environment for a job step (sh):");
     for (const [name, value] of Object.entries(sandbox.environment()))
       io.stdout(`  export ${name}='${value}'`);
-    io.stdout("deploy-model inputs:");
+    io.stdout("action inputs (deploy-model, route):");
     for (const [name, value] of Object.entries(sandbox.inputs())) io.stdout(`  ${name}: ${value}`);
     io.stdout(`Key Vault: ${sandbox.keyVault.vaultUrl}`);
+    io.stdout(`Cloudflare API: ${sandbox.cloudflare.apiUrl}`);
+    io.stdout(`Cloudflare account: ${sandbox.cloudflare.accountId}`);
+    io.stdout(`gateway edge URL: ${sandbox.gatewayUrl} (404 until a gateway version is deployed)`);
+    io.stdout(
+      `Cloudflare bootstrap token: Key Vault secret ${sandbox.cloudflare.bootstrapTokenSecretName} (API Tokens Write only)`,
+    );
     io.stdout("Ctrl-C stops the sandbox.");
     if (!io.stop.aborted) {
       await new Promise<void>((resolve) =>

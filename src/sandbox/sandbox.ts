@@ -1,6 +1,7 @@
-// The local Azure, composed: a CA, the GitHub Actions OIDC token service, Entra ID with an app registration whose
-// federated credential trusts the job's subject, Key Vault, Azurite as the workspace's default datastore, and ARM
-// for Azure ML with ONNX Runtime serving what is deployed. `startSandbox()` is what tests call;
+// The local clouds, composed: a CA, the GitHub Actions OIDC token service, Entra ID with an app registration whose
+// federated credential trusts the job's subject, Key Vault, Azurite as the workspace's default datastore, ARM for
+// Azure ML with ONNX Runtime serving what is deployed, and Cloudflare (tokens, Workers versions and deployments, an
+// edge running them in workerd) with its bootstrap token in Key Vault. `startSandbox()` is what tests call;
 // `aml-edge sandbox up` runs it and prints the environment. Production code reaches all of it only through what
 // `environment()` and `inputs()` give: base URLs, the authority host, the CA file and the OIDC variables.
 import { mkdtemp, rm } from "node:fs/promises";
@@ -13,6 +14,7 @@ import {
   startArmSandbox,
   startAzurite,
 } from "./arm/index.ts";
+import { type CloudflareSandbox, startCloudflareSandbox } from "./cloudflare/index.ts";
 import { ARM_RESOURCE, type Entra, KEY_VAULT_RESOURCE, startEntra } from "./entra.ts";
 import { type GitHubOidc, startGitHubOidc } from "./github-oidc.ts";
 import { type KeyVault, startKeyVault } from "./key-vault.ts";
@@ -23,6 +25,8 @@ import { createSandboxCa, trustInProcess } from "./tls.ts";
 export const SANDBOX_CLIENT_ID = "00000000-0000-4000-8000-00000000a11e";
 /** The audience GitHub's token is requested for: Azure's token exchange, as azure/login uses. */
 export const SANDBOX_OIDC_AUDIENCE = "api://AzureADTokenExchange";
+/** The gateway Worker's name: the route action's default. */
+export const SANDBOX_WORKER_NAME = "aml-edge-gateway";
 
 export interface SandboxOptions {
   /** Provisioning and other operation times; the defaults are short so a rollout takes seconds. */
@@ -39,11 +43,15 @@ export interface Sandbox {
   readonly keyVault: KeyVault;
   readonly azurite: Azurite;
   readonly arm: ArmSandbox;
+  /** The Cloudflare API and edge; its bootstrap token is in Key Vault under `cloudflare.bootstrapTokenSecretName`. */
+  readonly cloudflare: CloudflareSandbox;
+  /** The gateway Worker's edge URL (its listener is open from the start; 404 until a version is deployed). */
+  readonly gatewayUrl: string;
   /** The CA certificate file, for NODE_EXTRA_CA_CERTS in child processes. */
   readonly caFile: string;
   /** What a job step's process needs in its environment: the OIDC request variables and the CA. */
   environment(): Record<string, string>;
-  /** The deploy-model inputs that point the action at this sandbox (kebab-case, as in action.yml). */
+  /** The inputs that point the actions at this sandbox (kebab-case, as in action.yml): Azure and Cloudflare. */
   inputs(): Record<string, string>;
   close(): Promise<void>;
 }
@@ -91,6 +99,12 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     });
     const keyVault = await startKeyVault({ entra, ca });
     closers.push(() => keyVault.close());
+    const cloudflare = await startCloudflareSandbox({ ca });
+    closers.push(() => cloudflare.close());
+    keyVault.setSecret(cloudflare.bootstrapTokenSecretName, cloudflare.bootstrapToken.value, {
+      contentType: "Cloudflare API token (API Tokens Write only)",
+    });
+    const gatewayUrl = (await cloudflare.edgeUrl(SANDBOX_WORKER_NAME)).href;
     const azurite = await startAzurite();
     closers.push(() => azurite.close());
     const arm = await startArmSandbox({
@@ -109,6 +123,8 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       keyVault,
       azurite,
       arm,
+      cloudflare,
+      gatewayUrl,
       caFile,
       environment: () => ({
         ...github.env(),
@@ -125,6 +141,12 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
         "authority-host": entra.authorityHost,
         "blob-endpoint": arm.blobServiceUrl ?? "",
         "oidc-audience": SANDBOX_OIDC_AUDIENCE,
+        "cloudflare-account-id": cloudflare.accountId,
+        "cloudflare-api-url": cloudflare.apiUrl,
+        "key-vault-url": keyVault.vaultUrl,
+        "cloudflare-bootstrap-secret": cloudflare.bootstrapTokenSecretName,
+        "worker-name": SANDBOX_WORKER_NAME,
+        "gateway-url": gatewayUrl,
       }),
       close,
     };

@@ -5,6 +5,7 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { SecretClient } from "@azure/keyvault-secrets";
+import Cloudflare from "cloudflare";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { gitHubOidcCredential } from "../../src/azure/credential.ts";
 import { createMlClient } from "../../src/azure/ml.ts";
@@ -75,6 +76,60 @@ describe("startSandbox", () => {
   });
 });
 
+describe("startSandbox: Cloudflare", () => {
+  it("keeps a bootstrap token in Key Vault that mints a per-Worker token, and points the inputs at the API and the edge", async () => {
+    const inputs = sandbox.inputs();
+    expect(inputs).toMatchObject({
+      "cloudflare-account-id": sandbox.cloudflare.accountId,
+      "cloudflare-api-url": sandbox.cloudflare.apiUrl,
+      "key-vault-url": sandbox.keyVault.vaultUrl,
+      "cloudflare-bootstrap-secret": "cloudflare-bootstrap-token",
+      "worker-name": "aml-edge-gateway",
+      "gateway-url": sandbox.gatewayUrl,
+    });
+    const credential = {
+      getToken: async () => ({
+        token: await sandbox.entra.issueAppToken({ audience: "https://vault.azure.net", clientId: "reader" }),
+        expiresOnTimestamp: Date.now() + 3_600_000,
+      }),
+    };
+    const vault = new SecretClient(inputs["key-vault-url"] as string, credential, {
+      disableChallengeResourceVerification: true,
+    });
+    const bootstrap = (await vault.getSecret(inputs["cloudflare-bootstrap-secret"] as string))
+      .value as string;
+    const cloudflare = new Cloudflare({
+      apiToken: bootstrap,
+      baseURL: inputs["cloudflare-api-url"],
+      maxRetries: 0,
+    });
+    const account_id = inputs["cloudflare-account-id"] as string;
+    expect((await cloudflare.accounts.tokens.verify({ account_id })).status).toBe("active");
+    const groups = await cloudflare.accounts.tokens.permissionGroups.list({ account_id });
+    const write = groups.result.find((group) => group.name === "Workers Scripts Write");
+    const minted = await cloudflare.accounts.tokens.create({
+      account_id,
+      name: "job token",
+      expires_on: new Date(Date.now() + 30 * 60_000).toISOString(),
+      policies: [
+        {
+          effect: "allow",
+          permission_groups: [{ id: write?.id as string }],
+          resources: { [`com.cloudflare.api.account.${account_id}`]: "*" },
+        },
+      ],
+    });
+    const job = new Cloudflare({
+      apiToken: minted.value as string,
+      baseURL: inputs["cloudflare-api-url"],
+      maxRetries: 0,
+    });
+    expect((await job.workers.scripts.list({ account_id })).result).toEqual([]);
+    // The gateway Worker's edge listens from the start and has nothing deployed yet.
+    expect((await fetch(inputs["gateway-url"] as string)).status).toBe(404);
+  });
+});
+
 describe("aml-edge sandbox up", () => {
   it("prints the environment and the deploy inputs, and stops cleanly on SIGINT", async () => {
     const main = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url));
@@ -94,6 +149,9 @@ describe("aml-edge sandbox up", () => {
     expect(output).toContain("export ACTIONS_ID_TOKEN_REQUEST_URL=");
     expect(output).toContain("export NODE_EXTRA_CA_CERTS=");
     expect(output).toMatch(/arm-endpoint: https:\/\/127\.0\.0\.1:\d+/);
+    expect(output).toMatch(/cloudflare-api-url: https:\/\/127\.0\.0\.1:\d+\/client\/v4/);
+    expect(output).toMatch(/gateway-url: https:\/\/127\.0\.0\.1:\d+\//);
+    expect(output).toMatch(/Cloudflare account: [0-9a-f]{32}/);
     const caFile = /NODE_EXTRA_CA_CERTS='([^']+)'/.exec(output)?.[1];
     child.kill("SIGINT");
     expect(await exited).toBe(0);
