@@ -20,9 +20,11 @@ import {
   invalidToken,
   unknownWorker,
 } from "./errors.ts";
-import { type AuthenticatedToken, type Permission, requirePermission, type TokenStore } from "./tokens.ts";
+import type { Permission } from "./policies.ts";
+import { type AuthenticatedToken, requirePermission, type TokenStore } from "./tokens.ts";
 import { parseWorkerUpload } from "./upload.ts";
-import { type StoredScript, scriptView, versionPage, versionView, type WorkerStore } from "./workers.ts";
+import { scriptView, versionPage, versionView } from "./views.ts";
+import type { StoredScript, WorkerStore } from "./workers.ts";
 
 export const API_PATH = "/client/v4";
 const MAX_JSON_BYTES = 1024 * 1024;

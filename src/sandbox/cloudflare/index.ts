@@ -7,7 +7,8 @@ import { createSandboxCa, type SandboxCa } from "../tls.ts";
 import { API_PATH, type ApiRequestRecord, mountCloudflareApi } from "./api.ts";
 import { createEdge, type EdgeAuditRecord, type EdgeRuntimeInfo } from "./edge.ts";
 import { createTokenStore, randomHex, type TestTokenOptions, type TokenSummary } from "./tokens.ts";
-import { createWorkerStore, type DeploymentView, versionView } from "./workers.ts";
+import { versionView } from "./views.ts";
+import { createWorkerStore, type DeploymentView } from "./workers.ts";
 
 /** The Key Vault secret name under which the composed sandbox keeps the bootstrap token. */
 export const BOOTSTRAP_TOKEN_SECRET_NAME = "cloudflare-bootstrap-token";
@@ -125,5 +126,6 @@ export type { ApiRequestRecord } from "./api.ts";
 export type { EdgeAuditRecord, EdgeRuntimeInfo } from "./edge.ts";
 export { parseVersionOverrides, VERSION_OVERRIDES_HEADER } from "./edge.ts";
 export { ERROR_CODES } from "./errors.ts";
-export type { PermissionGroup, TestTokenOptions, TokenSummary } from "./tokens.ts";
+export type { PermissionGroup } from "./policies.ts";
+export type { TestTokenOptions, TokenSummary } from "./tokens.ts";
 export type { DeploymentView } from "./workers.ts";

@@ -3,66 +3,26 @@
 // effective at once. The bootstrap token of the composed sandbox is one of these, holding only "API Tokens Write",
 // which on Cloudflare may mint tokens with any permission of the account.
 import { randomBytes } from "node:crypto";
-import { BlockList, isIP } from "node:net";
-import { apiError, type CloudflareApiError, forbidden, invalidToken } from "./errors.ts";
-
-export const ACCOUNT_SCOPE = "com.cloudflare.api.account";
-export const WORKER_SCOPE = "com.cloudflare.edge.worker.script";
-
-export type Permission = "tokens:read" | "tokens:write" | "workers:read" | "workers:write";
-
-export interface PermissionGroup {
-  id: string;
-  name: string;
-  scopes: string[];
-}
-
-interface GroupDefinition extends PermissionGroup {
-  grants: readonly Permission[];
-}
-
-/**
- * The groups the sandbox knows. Fixed ids (clients should look them up by name, as on Cloudflare, where ids differ
- * from these). A Write group includes its Read, as Cloudflare's Edit permissions do.
- */
-const GROUPS: readonly GroupDefinition[] = [
-  {
-    id: "6a0f1a8e5c8b4c7e9d3f2b1a0c9d8e71",
-    name: "API Tokens Write",
-    scopes: [ACCOUNT_SCOPE],
-    grants: ["tokens:read", "tokens:write"],
-  },
-  {
-    id: "6a0f1a8e5c8b4c7e9d3f2b1a0c9d8e72",
-    name: "API Tokens Read",
-    scopes: [ACCOUNT_SCOPE],
-    grants: ["tokens:read"],
-  },
-  {
-    id: "e086da7e2179491d91ee5f35b3ca210a",
-    name: "Workers Scripts Write",
-    scopes: [ACCOUNT_SCOPE, WORKER_SCOPE],
-    grants: ["workers:read", "workers:write"],
-  },
-  {
-    id: "1a71c399035b4950a1bd1466bbe4f420",
-    name: "Workers Scripts Read",
-    scopes: [ACCOUNT_SCOPE, WORKER_SCOPE],
-    grants: ["workers:read"],
-  },
-];
-const GROUPS_BY_ID = new Map(GROUPS.map((group) => [group.id, group]));
-const GROUPS_BY_NAME = new Map(GROUPS.map((group) => [group.name, group]));
+import { apiError, forbidden, invalidToken } from "./errors.ts";
+import {
+  ACCOUNT_SCOPE,
+  badToken,
+  groupId,
+  type IpRule,
+  ipAllowed,
+  isObject,
+  PERMISSION_GROUPS,
+  type Permission,
+  type PermissionGroup,
+  parseCondition,
+  parsePolicies,
+  policiesAllow,
+  type TokenCondition,
+  type TokenPolicy,
+  WORKER_SCOPE,
+} from "./policies.ts";
 
 export type TokenStatus = "active" | "disabled" | "expired";
-
-export interface TokenPolicy {
-  id: string;
-  effect: "allow" | "deny";
-  permission_groups: { id: string; name: string }[];
-  /** `{"com.cloudflare.api.account.<a>": "*"}` or `{"com.cloudflare.api.account.<a>": {"com.cloudflare.edge.worker.script.<tag>": "*"}}` */
-  resources: Record<string, string | Record<string, string>>;
-}
 
 /** The token as the API shows it (never with its value, except in the create response). */
 export interface TokenView {
@@ -75,7 +35,7 @@ export interface TokenView {
   not_before?: string;
   expires_on?: string;
   policies: TokenPolicy[];
-  condition?: Record<string, { in?: string[]; not_in?: string[] }>;
+  condition?: TokenCondition;
 }
 
 /** What `tokens()` reports: every token the sandbox issued, deleted ones included. */
@@ -100,8 +60,8 @@ interface StoredToken {
   notBefore: number | undefined;
   expiresOn: number | undefined;
   policies: TokenPolicy[];
-  condition: TokenView["condition"];
-  allowedIps: { in: BlockList | undefined; notIn: BlockList | undefined } | undefined;
+  condition: TokenCondition | undefined;
+  allowedIps: IpRule | undefined;
   deleted: boolean;
 }
 
@@ -148,9 +108,7 @@ export interface TokenStore {
 }
 
 const NAME_MAX = 120;
-const MAX_POLICIES = 50;
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
-const TAG = /^[0-9a-f]{32}$/;
 
 export function createTokenStore(accountId: string, now: () => number = Date.now): TokenStore {
   const tokens = new Map<string, StoredToken>();
@@ -186,95 +144,10 @@ export function createTokenStore(accountId: string, now: () => number = Date.now
     return token;
   };
 
-  const covers = (resources: TokenPolicy["resources"], target: { scriptTag?: string }): boolean => {
-    const scope = resources[accountResource];
-    if (scope === "*") return true;
-    if (scope === undefined || typeof scope === "string" || target.scriptTag === undefined) return false;
-    return scope[`${WORKER_SCOPE}.${target.scriptTag}`] === "*";
-  };
-
   const authenticated = (token: StoredToken): AuthenticatedToken => ({
     id: token.id,
-    can(permission, target) {
-      const applies = (policy: TokenPolicy) =>
-        policy.permission_groups.some((group) => GROUPS_BY_ID.get(group.id)?.grants.includes(permission)) &&
-        covers(policy.resources, target);
-      // A deny wins over any allow, as in Cloudflare's policy evaluation.
-      if (token.policies.some((policy) => policy.effect === "deny" && applies(policy))) return false;
-      return token.policies.some((policy) => policy.effect === "allow" && applies(policy));
-    },
+    can: (permission, target) => policiesAllow(token.policies, accountId, permission, target),
   });
-
-  const parsePolicies = (raw: unknown): TokenPolicy[] => {
-    if (!Array.isArray(raw) || raw.length === 0 || raw.length > MAX_POLICIES) {
-      throw badToken(`policies must be an array of 1 to ${MAX_POLICIES} policies`);
-    }
-    return raw.map((entry, index) => parsePolicy(entry, `policies[${index}]`));
-  };
-
-  const parsePolicy = (raw: unknown, where: string): TokenPolicy => {
-    if (!isObject(raw)) throw badToken(`${where} must be an object {effect, permission_groups, resources}`);
-    const { effect, permission_groups: groupsRaw, resources: resourcesRaw } = raw;
-    if (effect !== "allow" && effect !== "deny") {
-      throw badToken(`${where}.effect is ${JSON.stringify(effect)}; accepted: "allow" or "deny"`);
-    }
-    if (!Array.isArray(groupsRaw) || groupsRaw.length === 0) {
-      throw badToken(`${where}.permission_groups must be a non-empty array of {id}`);
-    }
-    const groups = groupsRaw.map((group, index) => {
-      const id = isObject(group) ? group.id : undefined;
-      const known = typeof id === "string" ? GROUPS_BY_ID.get(id) : undefined;
-      if (known === undefined) {
-        throw badToken(
-          `${where}.permission_groups[${index}].id ${JSON.stringify(id)} is not a permission group; see GET /accounts/${accountId}/tokens/permission_groups`,
-        );
-      }
-      return known;
-    });
-    if (!isObject(resourcesRaw) || Object.keys(resourcesRaw).length === 0) {
-      throw badToken(`${where}.resources must be an object such as {"${accountResource}": "*"}`);
-    }
-    const resources: TokenPolicy["resources"] = {};
-    for (const [key, value] of Object.entries(resourcesRaw)) {
-      if (key !== accountResource) {
-        throw badToken(
-          `${where}.resources names ${JSON.stringify(key)}; accepted: "${accountResource}" (this account)`,
-        );
-      }
-      if (value === "*") {
-        for (const group of groups) {
-          if (!group.scopes.includes(ACCOUNT_SCOPE))
-            throw badToken(`${where}: "${group.name}" cannot be granted on the account`);
-        }
-        resources[key] = "*";
-        continue;
-      }
-      if (!isObject(value) || Object.keys(value).length === 0) {
-        throw badToken(`${where}.resources["${key}"] must be "*" or {"${WORKER_SCOPE}.<script tag>": "*"}`);
-      }
-      const scripts: Record<string, string> = {};
-      for (const [scriptKey, scriptValue] of Object.entries(value)) {
-        const tag = scriptKey.startsWith(`${WORKER_SCOPE}.`) ? scriptKey.slice(WORKER_SCOPE.length + 1) : "";
-        if (!TAG.test(tag) || scriptValue !== "*") {
-          throw badToken(
-            `${where}.resources["${key}"] has ${JSON.stringify(scriptKey)}: ${JSON.stringify(scriptValue)}; accepted: "${WORKER_SCOPE}.<32 hex script tag>": "*"`,
-          );
-        }
-        scripts[scriptKey] = "*";
-      }
-      for (const group of groups) {
-        if (!group.scopes.includes(WORKER_SCOPE))
-          throw badToken(`${where}: "${group.name}" cannot be granted on a single Worker`);
-      }
-      resources[key] = scripts;
-    }
-    return {
-      id: randomHex(16),
-      effect,
-      permission_groups: groups.map(({ id, name }) => ({ id, name })),
-      resources,
-    };
-  };
 
   const parseDate = (raw: unknown, field: string): number | undefined => {
     if (raw === undefined || raw === null) return undefined;
@@ -282,34 +155,6 @@ export function createTokenStore(accountId: string, now: () => number = Date.now
       throw badToken(`${field} ${JSON.stringify(raw)} is not an RFC 3339 time such as 2026-01-01T00:00:00Z`);
     }
     return Date.parse(raw);
-  };
-
-  const parseCondition = (raw: unknown): Pick<StoredToken, "condition" | "allowedIps"> => {
-    if (raw === undefined || raw === null) return { condition: undefined, allowedIps: undefined };
-    // Cloudflare's JSON says "request.ip"; the TypeScript SDK's type spells it request_ip. Both are taken.
-    const key = isObject(raw) && "request.ip" in raw ? "request.ip" : "request_ip";
-    const ip = isObject(raw) ? raw[key] : undefined;
-    if (!isObject(raw) || Object.keys(raw).length !== 1 || !isObject(ip)) {
-      throw badToken('condition must be {"request.ip": {"in"?: [CIDR...], "not_in"?: [CIDR...]}}');
-    }
-    const lists: { in?: string[]; not_in?: string[] } = {};
-    const blocks: { in: BlockList | undefined; notIn: BlockList | undefined } = {
-      in: undefined,
-      notIn: undefined,
-    };
-    for (const field of ["in", "not_in"] as const) {
-      const cidrs = ip[field];
-      if (cidrs === undefined) continue;
-      if (!Array.isArray(cidrs) || !cidrs.every((c) => typeof c === "string")) {
-        throw badToken(`condition["${key}"].${field} must be an array of CIDR strings`);
-      }
-      const list = new BlockList();
-      for (const cidr of cidrs as string[]) addCidr(list, cidr, `condition["${key}"].${field}`);
-      lists[field] = [...(cidrs as string[])];
-      if (field === "in") blocks.in = list;
-      else blocks.notIn = list;
-    }
-    return { condition: { [key]: lists }, allowedIps: blocks };
   };
 
   const parseRequest = (body: unknown) => {
@@ -327,7 +172,7 @@ export function createTokenStore(accountId: string, now: () => number = Date.now
       name,
       notBefore,
       expiresOn,
-      policies: parsePolicies(body.policies),
+      policies: parsePolicies(body.policies, accountId),
       ...parseCondition(body.condition),
     };
   };
@@ -358,7 +203,7 @@ export function createTokenStore(accountId: string, now: () => number = Date.now
   };
 
   return {
-    permissionGroups: GROUPS.map(({ id, name, scopes }) => ({ id, name, scopes: [...scopes] })),
+    permissionGroups: PERMISSION_GROUPS,
     authenticate(authorization, clientIp) {
       const token = find(authorization);
       const time = now();
@@ -408,21 +253,17 @@ export function createTokenStore(accountId: string, now: () => number = Date.now
       return { id };
     },
     createDirect(options) {
-      const policies =
-        options.policies !== undefined
-          ? parsePolicies(options.policies)
-          : parsePolicies([
-              {
-                effect: "allow",
-                permission_groups: (options.permissions ?? []).map((group) => ({
-                  id: GROUPS_BY_NAME.get(group)?.id ?? group,
-                })),
-                resources: {
-                  [accountResource]:
-                    options.workerTag === undefined ? "*" : { [`${WORKER_SCOPE}.${options.workerTag}`]: "*" },
-                },
-              },
-            ]);
+      const scope = options.workerTag === undefined ? "*" : { [`${WORKER_SCOPE}.${options.workerTag}`]: "*" };
+      const policies = parsePolicies(
+        options.policies ?? [
+          {
+            effect: "allow",
+            permission_groups: (options.permissions ?? []).map((group) => ({ id: groupId(group) })),
+            resources: { [accountResource]: scope },
+          },
+        ],
+        accountId,
+      );
       const token = store({
         name: options.name ?? "sandbox test token",
         status: options.status ?? "active",
@@ -455,27 +296,6 @@ export function requirePermission(
   if (!token.can(permission, target)) throw forbidden();
 }
 
-function badToken(message: string): CloudflareApiError {
-  return apiError("invalidTokenRequest", message);
-}
-
-function ipAllowed(lists: { in: BlockList | undefined; notIn: BlockList | undefined }, ip: string): boolean {
-  const family = isIP(ip) === 6 ? "ipv6" : "ipv4";
-  if (lists.notIn?.check(ip, family)) return false;
-  return lists.in === undefined || lists.in.check(ip, family);
-}
-
-function addCidr(list: BlockList, cidr: string, where: string): void {
-  const [address = "", prefixText] = cidr.split("/");
-  const family = isIP(address);
-  const prefix = prefixText === undefined ? (family === 6 ? 128 : 32) : Number(prefixText);
-  const max = family === 6 ? 128 : 32;
-  if (family === 0 || !Number.isInteger(prefix) || prefix < 0 || prefix > max) {
-    throw apiError("invalidTokenRequest", `${where} has ${JSON.stringify(cidr)}, not an IPv4 or IPv6 CIDR`);
-  }
-  list.addSubnet(address, prefix, family === 6 ? "ipv6" : "ipv4");
-}
-
 /** Cloudflare's timestamps: RFC 3339 in UTC, whole seconds. */
 export function timestamp(ms: number): string {
   return new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
@@ -483,8 +303,4 @@ export function timestamp(ms: number): string {
 
 export function randomHex(bytes: number): string {
   return randomBytes(bytes).toString("hex");
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
