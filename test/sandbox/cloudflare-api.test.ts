@@ -355,6 +355,27 @@ describe("versions", () => {
       deployable: true,
     });
     expect(deployable.result.items?.length).toBe(all.length);
+    // The client's auto-pagination asks for page 2, 3, ... until one is empty: it must end.
+    let count = 0;
+    for await (const _ of adminClient.workers.scripts.versions.list("beta", {
+      account_id,
+      deployable: true,
+    })) {
+      count += 1;
+      if (count > 1_000) break;
+    }
+    expect(count).toBe(all.length);
+  });
+
+  it("pages the token list to its end", async () => {
+    const bootstrap = client(cf, cf.bootstrapToken.value);
+    const ids = [];
+    for await (const token of bootstrap.accounts.tokens.list({ account_id, per_page: 3 })) {
+      ids.push(token.id);
+      if (ids.length > 1_000) break;
+    }
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(ids.length).toBe(cf.tokens().filter((token) => !token.deleted).length);
   });
 });
 

@@ -23,7 +23,7 @@ import {
 import type { Permission } from "./policies.ts";
 import { type AuthenticatedToken, requirePermission, type TokenStore } from "./tokens.ts";
 import { parseWorkerUpload } from "./upload.ts";
-import { scriptView, versionPage, versionView } from "./views.ts";
+import { pageOf, scriptView, versionPage, versionView } from "./views.ts";
 import type { StoredScript, WorkerStore } from "./workers.ts";
 
 export const API_PATH = "/client/v4";
@@ -169,17 +169,8 @@ export function mountCloudflareApi(
         return { result: tokens.create(await readJson(req)) };
       }
       requirePermission(token, "tokens:read");
-      const all = tokens.list();
-      return {
-        result: all,
-        resultInfo: {
-          page: 1,
-          per_page: all.length,
-          count: all.length,
-          total_count: all.length,
-          total_pages: 1,
-        },
-      };
+      const { items, info } = pageOf(tokens.list(), url.searchParams, 20, 50);
+      return { result: items, resultInfo: info };
     }
     if (rest.length === 1) {
       const id = rest[0] as string;

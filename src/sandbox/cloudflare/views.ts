@@ -60,31 +60,17 @@ export function versionPage(
 ): { items: Record<string, unknown>[]; info: Record<string, number> } {
   const newestFirst = [...script.versions].reverse();
   if (query.get("deployable") === "true") {
-    const items = newestFirst.slice(0, DEPLOYABLE_VERSIONS).map(versionListItem);
-    return {
-      items,
-      info: { page: 1, per_page: items.length, count: items.length, total_count: items.length },
-    };
+    // Cloudflare ignores paging here; the sandbox answers later pages empty so that the client's auto-pagination,
+    // which asks for page 2, 3, ... until a page is empty, ends.
+    const page = positiveInteger(query.get("page"), 1, "page");
+    const items = page > 1 ? [] : newestFirst.slice(0, DEPLOYABLE_VERSIONS).map(versionListItem);
+    return { items, info: { page, per_page: items.length, count: items.length, total_count: items.length } };
   }
-  const page = positiveInteger(query.get("page"), 1, "page");
-  const perPage = Math.min(
-    positiveInteger(query.get("per_page"), DEFAULT_VERSIONS_PER_PAGE, "per_page"),
-    MAX_VERSIONS_PER_PAGE,
-  );
-  const items = newestFirst.slice((page - 1) * perPage, page * perPage).map(versionListItem);
-  return {
-    items,
-    info: {
-      page,
-      per_page: perPage,
-      count: items.length,
-      total_count: newestFirst.length,
-      total_pages: Math.ceil(newestFirst.length / perPage),
-    },
-  };
+  const { items, info } = pageOf(newestFirst, query, DEFAULT_VERSIONS_PER_PAGE, MAX_VERSIONS_PER_PAGE);
+  return { items: items.map(versionListItem), info };
 }
 
-function positiveInteger(raw: string | null, fallback: number, name: string): number {
+export function positiveInteger(raw: string | null, fallback: number, name: string): number {
   if (raw === null) return fallback;
   const value = Number(raw);
   if (!Number.isInteger(value) || value < 1) {
@@ -109,5 +95,27 @@ export function scriptView(script: StoredScript): Record<string, unknown> {
     has_assets: false,
     last_deployed_from: "api",
     logpush: false,
+  };
+}
+
+/** One page of a list the client reads as V4PagePaginationArray (`page`, `per_page`). */
+export function pageOf<T>(
+  all: readonly T[],
+  query: URLSearchParams,
+  defaultPerPage: number,
+  maxPerPage: number,
+): { items: T[]; info: Record<string, number> } {
+  const page = positiveInteger(query.get("page"), 1, "page");
+  const perPage = Math.min(positiveInteger(query.get("per_page"), defaultPerPage, "per_page"), maxPerPage);
+  const items = all.slice((page - 1) * perPage, page * perPage);
+  return {
+    items,
+    info: {
+      page,
+      per_page: perPage,
+      count: items.length,
+      total_count: all.length,
+      total_pages: Math.ceil(all.length / perPage),
+    },
   };
 }
