@@ -219,9 +219,10 @@ describe("route inputs", () => {
       "- Input `key-vault-url`: and `cloudflare-api-token` are both set",
     );
     expect(read({ ...noAuth, "tenant-id": "", "cloudflare-api-token": "tok" })).toBe("");
-    expect(read({ ...VALID, workspace: "ws" })).toContain(
-      "- Input `subscription-id`: is required with `workspace`: together they name the Azure ML endpoint",
+    expect(read({ ...VALID, endpoint: "credit", workspace: "ml-ws" })).toContain(
+      "- Input `subscription-id`: is required with `endpoint`: together they name the Azure ML endpoint",
     );
+    expect(read({ ...VALID, workspace: "ml-ws" })).toBe("");
     expect(read({ ...VALID, route: "credit" })).toContain("- Input `route`: is only used with `weights`");
   });
 
@@ -370,9 +371,9 @@ describe("route publish", () => {
     await run(j.deps);
     expect(core.failed[0]).toBe(
       "The config names secret bindings AML_KEY_PRIMARY, AML_KEY_SECONDARY, which Worker aml-edge-gateway does " +
-        "not hold yet (it is created now). Set `subscription-id`, `resource-group`, `workspace` and `endpoint` " +
-        "(with `client-id` and `tenant-id`) so the step reads that Azure ML endpoint's keys and publishes them as " +
-        "the new version's secrets.",
+        "not hold yet (it is created now). Set `subscription-id`, `resource-group`, `workspace` and `endpoint` so " +
+        "the step reads the keys of the Azure ML endpoint the route calls and publishes them as the new version's " +
+        "secrets.",
     );
     expect(j.cf.scripts.has(SCRIPT)).toBe(false);
     // The account-wide token was minted (the Worker does not exist) and is left for the post step.

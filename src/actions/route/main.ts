@@ -452,10 +452,15 @@ async function secretsForMissingBindings(
     ? `no live version of Worker ${settings["worker-name"]} holds`
     : `Worker ${settings["worker-name"]} does not hold yet (it is created now)`;
   if (endpoint === undefined) {
+    const unset = (
+      ["subscription-id", "resource-group", "workspace", "endpoint", "client-id", "tenant-id"] as const
+    )
+      .filter((input) => settings[input] === undefined)
+      .map((input) => `\`${input}\``);
     throw new ConfigurationError(
-      `The config names secret binding${plural} ${missing.join(", ")}, which ${lacking}. Set \`subscription-id\`, ` +
-        "`resource-group`, `workspace` and `endpoint` (with `client-id` and `tenant-id`) so the step reads that " +
-        "Azure ML endpoint's keys and publishes them as the new version's secrets.",
+      `The config names secret binding${plural} ${missing.join(", ")}, which ${lacking}. Set ` +
+        `${unset.length === 1 ? unset[0] : `${unset.slice(0, -1).join(", ")} and ${unset.at(-1)}`} so the step ` +
+        "reads the keys of the Azure ML endpoint the route calls and publishes them as the new version's secrets.",
     );
   }
   deps.logger.info(

@@ -231,14 +231,13 @@ const schema = z
       require("client-id", why);
       require("tenant-id", why);
     }
-    // Endpoint keys are read only for secret bindings the live gateway lacks; the four name one endpoint together.
-    const azureMl = ["subscription-id", "resource-group", "workspace", "endpoint"] as const;
-    if (azureMl.some((input) => value[input] !== undefined)) {
-      const why = `with ${azureMl
-        .filter((input) => value[input] !== undefined)
-        .map((input) => `\`${input}\``)
-        .join(", ")}: together they name the Azure ML endpoint whose keys a new secret binding gets`;
-      for (const input of [...azureMl, "client-id", "tenant-id"]) require(input, why);
+    // Endpoint keys are read only for secret bindings the live gateway lacks. `endpoint` asks for that; the workspace
+    // inputs alone do not (a workflow may pass them to every aml-edge step alike).
+    if (value.endpoint !== undefined) {
+      const why =
+        "with `endpoint`: together they name the Azure ML endpoint whose keys a new secret binding gets";
+      for (const input of ["subscription-id", "resource-group", "workspace", "client-id", "tenant-id"])
+        require(input, why);
     }
     if (value.route !== undefined && value.weights === undefined) {
       context.addIssue({
