@@ -265,6 +265,42 @@ describe("route inputs", () => {
   });
 });
 
+describe("route README", () => {
+  it("lists every input and output with its action.yml description", () => {
+    const root = new URL("../../", import.meta.url);
+    const action = parseYaml(readFileSync(new URL("actions/route/action.yml", root), "utf8")) as {
+      inputs: Record<string, { description: string; required: boolean; default?: string }>;
+      outputs: Record<string, { description: string }>;
+    };
+    const readme = readFileSync(new URL("actions/route/README.md", root), "utf8");
+    const [inputsPart = "", outputsPart = ""] = readme.split("## Outputs");
+    // Table rows as trimmed cells, whatever padding they have.
+    const rows = (text: string) =>
+      text
+        .split("\n")
+        .filter((line) => line.startsWith("|"))
+        .map((line) =>
+          line
+            .slice(1, -1)
+            .split(/(?<!\\)\|/)
+            .map((cell) => cell.trim()),
+        );
+    const row = (table: string[][], name: string) => table.find((cells) => cells[0] === `\`${name}\``);
+    const cell = (text: string) => text.replace(/\|/g, "\\|").replace(/\s+/g, " ").trim();
+    for (const [name, input] of Object.entries(action.inputs)) {
+      expect(row(rows(inputsPart), name), name).toEqual([
+        `\`${name}\``,
+        input.required ? "yes" : "no",
+        input.default === undefined ? "" : `\`${input.default}\``,
+        cell(input.description),
+      ]);
+    }
+    for (const [name, output] of Object.entries(action.outputs)) {
+      expect(row(rows(outputsPart), name), name).toEqual([`\`${name}\``, cell(output.description)]);
+    }
+  });
+});
+
 describe("route config and weights", () => {
   it.each([
     [
