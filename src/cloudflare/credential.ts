@@ -155,6 +155,9 @@ export async function readBootstrapToken(
         { cause: error },
       );
     }
+    // No HTTP status: the job's Azure credential failed before Key Vault was asked, and its error already says what
+    // to fix (the federated credential, the workflow's permissions); it is passed on as it is.
+    if (typeof status !== "number") throw error;
     throw new Error(
       `Could not read the Cloudflare bootstrap token from Key Vault ${source.vaultUrl} (secret ` +
         `${JSON.stringify(source.secretName)}): ${error instanceof Error ? error.message : String(error)}`,

@@ -606,7 +606,9 @@ async function writeRouteSummary(result: RouteResult, deps: RouteDependencies): 
   ]);
   rows.push(["Cloudflare token", result.credential]);
   const notes = [
-    `To go back, deploy the previous-deployment output again: ${JSON.stringify(live.deployment === undefined ? null : { versions: live.deployment.versions })}.`,
+    live.deployment === undefined
+      ? `This step created Worker ${script}: there is no earlier deployment to go back to.`
+      : `To go back, deploy the previous-deployment output again: ${JSON.stringify({ versions: live.deployment.versions })}.`,
     ...prepared.warnings.map((warning) => `Lint warning: ${warning.path}: ${warning.message}`),
   ];
   if (live.exists && live.bundle === undefined) {
