@@ -7,7 +7,7 @@ import { REASONS, type ReasonCode } from "./reasons.ts";
 import { assignDeployment } from "./routing.ts";
 import { ConfigLoadError, type RuntimeConfig, runtimeConfig } from "./runtime-config.ts";
 import { statusDocument } from "./status.ts";
-import { extractBearerToken } from "./token-location.ts";
+import { type ClientHeaders, extractBearerToken, readClientHeaders } from "./token-location.ts";
 import { callUpstream, limitedBody, UpstreamError, upstreamCredential } from "./upstream.ts";
 import { VerificationError, verifyToken } from "./verify.ts";
 
@@ -38,6 +38,7 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
   const started = performance.now();
   const requestId = crypto.randomUUID();
   const url = new URL(request.url);
+  const clientHeaders = readClientHeaders(request.headers);
   const waitUntil = (promise: Promise<unknown>) => ctx.waitUntil(promise);
 
   let runtime: RuntimeConfig;
@@ -46,7 +47,7 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
   } catch (error) {
     const message = error instanceof ConfigLoadError ? error.message : "config could not be loaded";
     console.error(JSON.stringify({ type: "aml-edge.config-error", message }));
-    const record = baseRecord(requestId, request, url, "invalid");
+    const record = baseRecord(requestId, request.method, clientHeaders, url, "invalid");
     const response = errorResponse("config_invalid", requestId, "invalid");
     console.log(JSON.stringify(finishRecord(record, "config_invalid", response.status, started)));
     return response;
@@ -59,7 +60,7 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
     },
     waitUntil,
   );
-  const record = baseRecord(requestId, request, url, runtime.version);
+  const record = baseRecord(requestId, request.method, clientHeaders, url, runtime.version);
   // Server-Timing marks are taken only when the config asks for them: nothing extra on the request path otherwise.
   const timings: string[] | undefined = config.serverTiming ? [] : undefined;
 
@@ -76,7 +77,11 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
 
   try {
     const verifyStarted = timings ? performance.now() : 0;
-    const verified = await verifyToken(extractBearerToken(request, url), runtime.issuersByIss, waitUntil);
+    const verified = await verifyToken(
+      extractBearerToken(clientHeaders, url),
+      runtime.issuersByIss,
+      waitUntil,
+    );
     timings?.push(`verify;dur=${(performance.now() - verifyStarted).toFixed(3)}`);
 
     const { caller, grants, identity, stickyPoint } = await callerContext(verified, config.policy);
@@ -98,7 +103,7 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
     if (!grants.has("score", route.name)) throw new Denial("no_permission");
 
     // A pin from a caller without pin-deployment is ignored (it never reaches Azure ML: headers are allowlisted).
-    const pin = request.headers.get("azureml-model-deployment");
+    const pin = clientHeaders.get("azureml-model-deployment");
     let pinned: string | undefined;
     if (pin !== null && grants.has("pin-deployment", route.name)) {
       if (!route.deployments.some((deployment) => deployment.name === pin)) {
@@ -113,9 +118,9 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
     if (assignment.kind === "cohort") record.cohort = assignment.cohort;
 
     const credential = upstreamCredential(route, env, Date.now());
-    const body = await limitedBody(request, route.limits.maxBodyBytes);
+    const body = await limitedBody(request, clientHeaders, route.limits.maxBodyBytes);
     const upstreamStarted = timings ? performance.now() : 0;
-    const response = await callUpstream(request, {
+    const response = await callUpstream(request.method, clientHeaders, {
       route,
       deployment: assignment.deployment,
       credential,
@@ -164,17 +169,23 @@ function describeInternal(error: unknown): string {
 
 type PendingRecord = Omit<AuditRecord, "decision" | "reason" | "status" | "latencyMs">;
 
-function baseRecord(requestId: string, request: Request, url: URL, configVersion: string): PendingRecord {
+function baseRecord(
+  requestId: string,
+  method: string,
+  headers: ClientHeaders,
+  url: URL,
+  configVersion: string,
+): PendingRecord {
   const record: PendingRecord = {
     type: "aml-edge.audit",
     v: 1,
     time: new Date().toISOString(),
     requestId,
-    method: request.method,
+    method,
     path: url.pathname.slice(0, 512),
     configVersion,
   };
-  const ray = request.headers.get("cf-ray");
+  const ray = headers.get("cf-ray");
   if (ray !== null && /^[A-Za-z0-9-]{1,64}$/.test(ray)) record.rayId = ray;
   return record;
 }

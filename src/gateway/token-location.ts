@@ -11,18 +11,44 @@ const TOKEN_LIKE = /eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*\./;
 const CREDENTIAL = /^[A-Za-z][A-Za-z0-9-]* +[A-Za-z0-9._~+/=-]+$/;
 const TOKEN_CHARACTERS = /^[A-Za-z0-9._~+/=-]+$/;
 
-export function extractBearerToken(request: Request, url: URL): string {
+/**
+ * The client's headers, read in one pass: every Headers call crosses from JavaScript into the runtime, so the
+ * request path reads each value it needs from here instead. The same pass notes the first header other than
+ * Authorization that carries something token-like; it sees every entry, including each of several Set-Cookie
+ * headers, which a lookup by name would not.
+ */
+export interface ClientHeaders {
+  get(name: string): string | null;
+  readonly tokenLikeHeader: string | undefined;
+}
+
+export function readClientHeaders(headers: Headers): ClientHeaders {
+  const values = new Map<string, string>();
+  let tokenLikeHeader: string | undefined;
+  headers.forEach((value, name) => {
+    if (tokenLikeHeader === undefined && name !== "authorization" && TOKEN_LIKE.test(value)) {
+      tokenLikeHeader = name;
+    }
+    // Headers.get joins repeated headers with ", "; so does this (only Set-Cookie is ever handed over twice).
+    const earlier = values.get(name);
+    values.set(name, earlier === undefined ? value : `${earlier}, ${value}`);
+  });
+  return { get: (name) => values.get(name) ?? null, tokenLikeHeader };
+}
+
+export function extractBearerToken(headers: ClientHeaders, url: URL): string {
   for (const [name, value] of url.search === "" ? [] : url.searchParams) {
     if (TOKEN_PARAMETERS.has(name.toLowerCase()) || TOKEN_LIKE.test(value)) {
       throw new PrecheckError("token_in_unexpected_location", "a token was sent in the query string");
     }
   }
-  for (const [name, value] of request.headers) {
-    if (name !== "authorization" && TOKEN_LIKE.test(value)) {
-      throw new PrecheckError("token_in_unexpected_location", `a token was sent in the ${name} header`);
-    }
+  if (headers.tokenLikeHeader !== undefined) {
+    throw new PrecheckError(
+      "token_in_unexpected_location",
+      `a token was sent in the ${headers.tokenLikeHeader} header`,
+    );
   }
-  const authorization = request.headers.get("authorization");
+  const authorization = headers.get("authorization");
   if (authorization === null || authorization.trim() === "") {
     throw new PrecheckError("token_missing", "no Authorization header");
   }

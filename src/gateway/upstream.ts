@@ -3,6 +3,7 @@
 // because nothing but the allowlist is ever copied. The endpoint credential is injected here and nowhere else.
 import type { RouteConfig } from "../config/schema.ts";
 import type { ReasonCode } from "./reasons.ts";
+import type { ClientHeaders } from "./token-location.ts";
 
 /** Client headers that describe the payload; everything else is dropped unless the config adds it. */
 const CONTENT_HEADERS = ["content-type", "content-encoding", "accept"];
@@ -73,10 +74,11 @@ function parseAmlToken(value: unknown): { accessToken: string; expiresAtMs: numb
  */
 export async function limitedBody(
   request: Request,
+  headers: ClientHeaders,
   maxBytes: number,
 ): Promise<ReadableStream | ArrayBuffer | null> {
   if (!request.body) return null;
-  const declared = request.headers.get("content-length");
+  const declared = headers.get("content-length");
   if (declared !== null && /^[0-9]+$/.test(declared)) {
     if (Number(declared) > maxBytes)
       throw new UpstreamError("body_too_large", "declared body exceeds the route limit");
@@ -113,21 +115,30 @@ export interface UpstreamCall {
   body: ReadableStream | ArrayBuffer | null;
 }
 
-export function buildUpstreamHeaders(request: Request, call: UpstreamCall): Headers {
-  const headers = new Headers();
-  for (const name of [...CONTENT_HEADERS, ...call.forwardHeaders]) {
-    const value = request.headers.get(name);
-    if (value !== null) headers.set(name, value);
+// Headers are built as plain records, not Headers objects: fetch and the Response constructor read a record in
+// one call, where every Headers.set or .get is a separate crossing into the runtime and each Headers object is
+// one more runtime object to create and collect.
+export function buildUpstreamHeaders(client: ClientHeaders, call: UpstreamCall): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const names of [CONTENT_HEADERS, call.forwardHeaders]) {
+    for (const name of names) {
+      const value = client.get(name);
+      if (value !== null) headers[name] = value;
+    }
   }
-  headers.set("authorization", `Bearer ${call.credential}`);
-  headers.set("azureml-model-deployment", call.deployment);
+  headers.authorization = `Bearer ${call.credential}`;
+  headers["azureml-model-deployment"] = call.deployment;
   // Azure's correlation header: the gateway's request id shows up in Azure ML's own logs.
-  headers.set("x-ms-client-request-id", call.requestId);
+  headers["x-ms-client-request-id"] = call.requestId;
   return headers;
 }
 
 /** Calls Azure ML and maps its answer: pass-through for success and client errors, 502/504 for failures. */
-export async function callUpstream(request: Request, call: UpstreamCall): Promise<Response> {
+export async function callUpstream(
+  method: string,
+  client: ClientHeaders,
+  call: UpstreamCall,
+): Promise<Response> {
   // The limit is on the time to the upstream's response headers. The timer is cleared as soon as they arrive
   // (AbortSignal.timeout would leave a timer pending for the full limit after every request).
   const controller = new AbortController();
@@ -135,8 +146,8 @@ export async function callUpstream(request: Request, call: UpstreamCall): Promis
   let response: Response;
   try {
     response = await fetch(call.route.scoringUri, {
-      method: request.method,
-      headers: buildUpstreamHeaders(request, call),
+      method,
+      headers: buildUpstreamHeaders(client, call),
       body: call.body,
       redirect: "manual",
       signal: controller.signal,

@@ -822,6 +822,17 @@ describe("attack checklist (security.md §1.2)", () => {
     for (const [label, response] of elsewhere) {
       await refused(fx, label, await response, BAD_REQUEST("token_in_unexpected_location"));
     }
+    // Two lines of one header reach the Worker joined; a token in either line is still found.
+    const repeated = await postWithHeaderLines(fx, [
+      ["authorization", [`Bearer ${a}`]],
+      ["x-access-token", [`s=${b}`, "t=1"]],
+    ]);
+    await refused(
+      fx,
+      "token in the first of two header lines",
+      repeated,
+      BAD_REQUEST("token_in_unexpected_location"),
+    );
   });
 
   it("#29 identity-header spoofing", async () => {
