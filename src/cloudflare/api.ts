@@ -310,7 +310,14 @@ class CloudflareRestApi implements CloudflareApi {
       permission: `Workers Scripts Write on Worker ${script}`,
       script,
     });
-    const result = await this.multipart("POST", `${this.scriptPath(script)}/versions`, upload, context);
+    // strict: an `inherit` Cloudflare cannot resolve is refused, rather than silently dropped (a secret the new
+    // version would then lack).
+    const result = await this.multipart(
+      "POST",
+      `${this.scriptPath(script)}/versions?bindings_inherit=strict`,
+      upload,
+      context,
+    );
     return parseVersion(result, context.what);
   }
 
@@ -429,6 +436,7 @@ function parseVersion(value: unknown, what: string): WorkerVersion {
   const version = value as {
     id?: unknown;
     number?: unknown;
+    annotations?: Record<string, string>;
     metadata?: { annotations?: Record<string, string> };
     resources?: { bindings?: unknown };
   } | null;
@@ -439,7 +447,8 @@ function parseVersion(value: unknown, what: string): WorkerVersion {
   return {
     id: version.id,
     number: typeof version.number === "number" ? version.number : undefined,
-    annotations: version.metadata?.annotations,
+    // Cloudflare returns them beside the id; older answers kept them under metadata.
+    annotations: version.annotations ?? version.metadata?.annotations,
     bindings: bindings.filter(
       (binding): binding is VersionBinding =>
         typeof binding?.type === "string" && typeof binding?.name === "string",

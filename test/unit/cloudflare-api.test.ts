@@ -82,7 +82,8 @@ describe("Worker uploads", () => {
         envelope(200, {
           id: "v-2",
           number: 2,
-          metadata: { annotations: { "workers/tag": "sha256:abc" } },
+          // Where Cloudflare puts them (beside the id), not under metadata.
+          annotations: { "workers/tag": "sha256:abc" },
           resources: { bindings: [{ type: "json", name: "AML_EDGE_CONFIG", json: {} }] },
         }),
     });
@@ -94,6 +95,7 @@ describe("Worker uploads", () => {
       bindings: [{ type: "json", name: "AML_EDGE_CONFIG", json: {} }],
     });
     const request = seen[0];
+    expect(request?.query).toBe("?bindings_inherit=strict");
     expect(request?.headers.get("authorization")).toBe("Bearer secret-token");
     expect(request?.headers.get("content-type")).toMatch(/^multipart\/form-data; boundary=/);
     const raw = await request?.body.clone().text();
