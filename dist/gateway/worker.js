@@ -23231,18 +23231,31 @@ var TOKEN_PARAMETERS = /* @__PURE__ */ new Set(["access_token", "id_token", "tok
 var TOKEN_LIKE = /eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*\./;
 var CREDENTIAL = /^[A-Za-z][A-Za-z0-9-]* +[A-Za-z0-9._~+/=-]+$/;
 var TOKEN_CHARACTERS = /^[A-Za-z0-9._~+/=-]+$/;
-function extractBearerToken(request, url2) {
+function readClientHeaders(headers) {
+  const values = /* @__PURE__ */ new Map();
+  let tokenLikeHeader;
+  headers.forEach((value, name2) => {
+    if (tokenLikeHeader === void 0 && name2 !== "authorization" && TOKEN_LIKE.test(value)) {
+      tokenLikeHeader = name2;
+    }
+    const earlier = values.get(name2);
+    values.set(name2, earlier === void 0 ? value : `${earlier}, ${value}`);
+  });
+  return { get: (name2) => values.get(name2) ?? null, tokenLikeHeader };
+}
+function extractBearerToken(headers, url2) {
   for (const [name2, value] of url2.search === "" ? [] : url2.searchParams) {
     if (TOKEN_PARAMETERS.has(name2.toLowerCase()) || TOKEN_LIKE.test(value)) {
       throw new PrecheckError("token_in_unexpected_location", "a token was sent in the query string");
     }
   }
-  for (const [name2, value] of request.headers) {
-    if (name2 !== "authorization" && TOKEN_LIKE.test(value)) {
-      throw new PrecheckError("token_in_unexpected_location", `a token was sent in the ${name2} header`);
-    }
+  if (headers.tokenLikeHeader !== void 0) {
+    throw new PrecheckError(
+      "token_in_unexpected_location",
+      `a token was sent in the ${headers.tokenLikeHeader} header`
+    );
   }
-  const authorization = request.headers.get("authorization");
+  const authorization = headers.get("authorization");
   if (authorization === null || authorization.trim() === "") {
     throw new PrecheckError("token_missing", "no Authorization header");
   }
@@ -23322,9 +23335,9 @@ function parseAmlToken(value) {
     return void 0;
   }
 }
-async function limitedBody(request, maxBytes) {
+async function limitedBody(request, headers, maxBytes) {
   if (!request.body) return null;
-  const declared = request.headers.get("content-length");
+  const declared = headers.get("content-length");
   if (declared !== null && /^[0-9]+$/.test(declared)) {
     if (Number(declared) > maxBytes)
       throw new UpstreamError("body_too_large", "declared body exceeds the route limit");
@@ -23351,25 +23364,27 @@ async function limitedBody(request, maxBytes) {
   }
   return body.buffer;
 }
-function buildUpstreamHeaders(request, call) {
-  const headers = new Headers();
-  for (const name2 of [...CONTENT_HEADERS, ...call.forwardHeaders]) {
-    const value = request.headers.get(name2);
-    if (value !== null) headers.set(name2, value);
+function buildUpstreamHeaders(client, call) {
+  const headers = {};
+  for (const names of [CONTENT_HEADERS, call.forwardHeaders]) {
+    for (const name2 of names) {
+      const value = client.get(name2);
+      if (value !== null) headers[name2] = value;
+    }
   }
-  headers.set("authorization", `Bearer ${call.credential}`);
-  headers.set("azureml-model-deployment", call.deployment);
-  headers.set("x-ms-client-request-id", call.requestId);
+  headers.authorization = `Bearer ${call.credential}`;
+  headers["azureml-model-deployment"] = call.deployment;
+  headers["x-ms-client-request-id"] = call.requestId;
   return headers;
 }
-async function callUpstream(request, call) {
+async function callUpstream(method, client, call) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), call.route.limits.timeoutMs);
   let response;
   try {
     response = await fetch(call.route.scoringUri, {
-      method: request.method,
-      headers: buildUpstreamHeaders(request, call),
+      method,
+      headers: buildUpstreamHeaders(client, call),
       body: call.body,
       redirect: "manual",
       signal: controller.signal
@@ -23420,6 +23435,7 @@ async function handle(request, env, ctx) {
   const started = performance.now();
   const requestId = crypto.randomUUID();
   const url2 = new URL(request.url);
+  const clientHeaders = readClientHeaders(request.headers);
   const waitUntil = (promise2) => ctx.waitUntil(promise2);
   let runtime;
   try {
@@ -23427,7 +23443,7 @@ async function handle(request, env, ctx) {
   } catch (error62) {
     const message2 = error62 instanceof ConfigLoadError ? error62.message : "config could not be loaded";
     console.error(JSON.stringify({ type: "aml-edge.config-error", message: message2 }));
-    const record3 = baseRecord(requestId, request, url2, "invalid");
+    const record3 = baseRecord(requestId, request.method, clientHeaders, url2, "invalid");
     const response = errorResponse("config_invalid", requestId, "invalid");
     console.log(JSON.stringify(finishRecord(record3, "config_invalid", response.status, started)));
     return response;
@@ -23440,7 +23456,7 @@ async function handle(request, env, ctx) {
     },
     waitUntil
   );
-  const record2 = baseRecord(requestId, request, url2, runtime.version);
+  const record2 = baseRecord(requestId, request.method, clientHeaders, url2, runtime.version);
   const timings = config2.serverTiming ? [] : void 0;
   const respond = (response, reason) => {
     const { headers } = response;
@@ -23453,7 +23469,11 @@ async function handle(request, env, ctx) {
   };
   try {
     const verifyStarted = timings ? performance.now() : 0;
-    const verified2 = await verifyToken(extractBearerToken(request, url2), runtime.issuersByIss, waitUntil);
+    const verified2 = await verifyToken(
+      extractBearerToken(clientHeaders, url2),
+      runtime.issuersByIss,
+      waitUntil
+    );
     timings?.push(`verify;dur=${(performance.now() - verifyStarted).toFixed(3)}`);
     const { caller, grants, identity, stickyPoint: stickyPoint2 } = await callerContext(verified2, config2.policy);
     Object.assign(record2, identity);
@@ -23470,7 +23490,7 @@ async function handle(request, env, ctx) {
     if (!route.methods.includes(request.method))
       throw new Denial("method_not_allowed", route.methods);
     if (!grants.has("score", route.name)) throw new Denial("no_permission");
-    const pin = request.headers.get("azureml-model-deployment");
+    const pin = clientHeaders.get("azureml-model-deployment");
     let pinned;
     if (pin !== null && grants.has("pin-deployment", route.name)) {
       if (!route.deployments.some((deployment) => deployment.name === pin)) {
@@ -23484,9 +23504,9 @@ async function handle(request, env, ctx) {
     record2.assignment = assignment.kind;
     if (assignment.kind === "cohort") record2.cohort = assignment.cohort;
     const credential = upstreamCredential(route, env, Date.now());
-    const body = await limitedBody(request, route.limits.maxBodyBytes);
+    const body = await limitedBody(request, clientHeaders, route.limits.maxBodyBytes);
     const upstreamStarted = timings ? performance.now() : 0;
-    const response = await callUpstream(request, {
+    const response = await callUpstream(request.method, clientHeaders, {
       route,
       deployment: assignment.deployment,
       credential,
@@ -23525,17 +23545,17 @@ function reasonOf(error62) {
 function describeInternal(error62) {
   return error62 instanceof Error ? `${error62.name}: ${error62.message}`.slice(0, 300) : "non-error thrown";
 }
-function baseRecord(requestId, request, url2, configVersion) {
+function baseRecord(requestId, method, headers, url2, configVersion) {
   const record2 = {
     type: "aml-edge.audit",
     v: 1,
     time: (/* @__PURE__ */ new Date()).toISOString(),
     requestId,
-    method: request.method,
+    method,
     path: url2.pathname.slice(0, 512),
     configVersion
   };
-  const ray = request.headers.get("cf-ray");
+  const ray = headers.get("cf-ray");
   if (ray !== null && /^[A-Za-z0-9-]{1,64}$/.test(ray)) record2.rayId = ray;
   return record2;
 }
