@@ -64,13 +64,10 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
   // Server-Timing marks are taken only when the config asks for them: nothing extra on the request path otherwise.
   const timings: string[] | undefined = config.serverTiming ? [] : undefined;
 
-  // Every response passed here was built by the gateway itself, so its headers are mutable and ours to set.
+  // Every response passed here was built by the gateway itself with x-request-id and x-aml-edge-config already
+  // among its headers (set in the constructor, not one call at a time), so its headers are mutable and ours to set.
   const respond = (response: Response, reason: ReasonCode): Response => {
-    const { headers } = response;
-    headers.set("x-request-id", requestId);
-    headers.set("x-aml-edge-config", runtime.version);
-    if (record.deployment && reason === "allowed") headers.set("x-aml-edge-deployment", record.deployment);
-    if (timings && timings.length > 0) headers.set("server-timing", timings.join(", "));
+    if (timings && timings.length > 0) response.headers.set("server-timing", timings.join(", "));
     audit.write(finishRecord(record, reason, response.status, started));
     return response;
   };
@@ -92,7 +89,12 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
       if (request.method !== "GET") throw new Denial("method_not_allowed", ["GET"]);
       if (!grants.has("read-status")) throw new Denial("no_permission");
       const document = await statusDocument(runtime, env);
-      return respond(Response.json(document, { headers: { "cache-control": "no-store" } }), "status_served");
+      const headers = {
+        "cache-control": "no-store",
+        "x-request-id": requestId,
+        "x-aml-edge-config": runtime.version,
+      };
+      return respond(Response.json(document, { headers }), "status_served");
     }
 
     const route = runtime.routesByPath.get(url.pathname);
@@ -127,6 +129,11 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
       requestId,
       forwardHeaders: config.forwardHeaders,
       body,
+      responseHeaders: {
+        "x-request-id": requestId,
+        "x-aml-edge-config": runtime.version,
+        "x-aml-edge-deployment": assignment.deployment,
+      },
     });
     timings?.push(`upstream;dur=${(performance.now() - upstreamStarted).toFixed(3)}`);
     record.upstreamStatus = response.status;

@@ -113,6 +113,8 @@ export interface UpstreamCall {
   requestId: string;
   forwardHeaders: readonly string[];
   body: ReadableStream | ArrayBuffer | null;
+  /** The gateway's own headers for the client's response, set beside the allowlisted upstream ones. */
+  responseHeaders: Record<string, string>;
 }
 
 // Headers are built as plain records, not Headers objects: fetch and the Response constructor read a record in
@@ -133,7 +135,10 @@ export function buildUpstreamHeaders(client: ClientHeaders, call: UpstreamCall):
   return headers;
 }
 
-/** Calls Azure ML and maps its answer: pass-through for success and client errors, 502/504 for failures. */
+/**
+ * Calls Azure ML and maps its answer: pass-through for success and client errors (the allowlisted headers plus
+ * `call.responseHeaders`, in one new Response), 502/504 for failures.
+ */
 export async function callUpstream(
   method: string,
   client: ClientHeaders,
@@ -171,10 +176,12 @@ export async function callUpstream(
     await response.body?.cancel();
     throw new UpstreamError("upstream_error", `upstream answered ${status}`, status);
   }
-  const headers = new Headers();
+  const upstreamHeaders = response.headers;
+  const headers: Record<string, string> = {};
   for (const name of RESPONSE_HEADERS) {
-    const value = response.headers.get(name);
-    if (value !== null) headers.set(name, value);
+    const value = upstreamHeaders.get(name);
+    if (value !== null) headers[name] = value;
   }
+  Object.assign(headers, call.responseHeaders);
   return new Response(response.body, { status, headers });
 }
