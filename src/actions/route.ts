@@ -1,9 +1,10 @@
 // Entry of dist/route/index.js, run twice by the runner: as the main step and as the post step (action.yml `post`).
 // The main step leaves a mark in the step's state; the post step finds it. The logic is in ./route/, where the tests
-// import it.
+// import it; the post step, which deletes the job's minted Cloudflare token, is common to the actions that mint one.
 import * as core from "@actions/core";
-import { IS_POST_STATE, run } from "./route/main.ts";
-import { post } from "./route/post.ts";
+import { IS_POST_STATE } from "./common/cloudflare.ts";
+import { post } from "./common/cloudflare-post.ts";
+import { run } from "./route/main.ts";
 
 if (core.getState(IS_POST_STATE) === "true") {
   await post();

@@ -186,6 +186,8 @@ export interface MintOptions {
   connect(token: string, tokenDescription: string): CloudflareApi;
   /** The gateway Worker. */
   script: string;
+  /** The action minting, first in the token names ("route" → "aml-edge route octo/repo run 42.1"). */
+  action: string;
   /** Epoch ms: the step's deadline. The minted token lives until it plus DEADLINE_MARGIN_MS, 30 minutes at most. */
   deadline: number;
   /** Names minted tokens after the job, so a leftover one says where it came from: "octo/repo run 42.1". */
@@ -248,7 +250,7 @@ export async function mintGatewayCredential(options: MintOptions): Promise<Gatew
   const minted = await mint(
     options,
     {
-      name: tokenName("route", options.jobLabel),
+      name: tokenName(options.action, options.jobLabel),
       policies: [{ effect: "allow", permission_groups: [{ id: write.id }], resources }],
       expires_on: rfc3339(roundUpToSecond(expiresAt)),
     },
@@ -282,7 +284,7 @@ async function findWorker(
   const minted = await mint(
     options,
     {
-      name: tokenName("route read", options.jobLabel),
+      name: tokenName(`${options.action} read`, options.jobLabel),
       policies: [{ effect: "allow", permission_groups: [{ id: read.id }], resources: { [account]: "*" } }],
       expires_on: rfc3339(roundUpToSecond(clock.now() + READ_TOKEN_LIFETIME_MS)),
     },

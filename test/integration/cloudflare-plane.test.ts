@@ -49,6 +49,7 @@ function mint() {
       bootstrapWhat: "the bootstrap token",
       connect,
       script: SCRIPT,
+      action: "route",
       deadline: Date.now() + 5 * 60_000,
       jobLabel: "integration",
       clock: systemClock,

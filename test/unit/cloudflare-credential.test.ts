@@ -131,6 +131,7 @@ describe("mintGatewayCredential", () => {
       bootstrapWhat: "the bootstrap token (Key Vault secret cloudflare-bootstrap-token)",
       connect: (value: string, description: string) => cf.client(value, description),
       script: "aml-edge-gateway",
+      action: "route",
       deadline: start + 10 * MIN,
       jobLabel: "octo/repo run 42.1",
       clock: { now: () => start, sleep: async () => {} },

@@ -24,8 +24,9 @@ vi.mock("@actions/core", async (importOriginal) => {
   };
 });
 
-const { run, route: _route, CLEANUP_STATE } = await import("../../src/actions/route/main.ts");
-const { post } = await import("../../src/actions/route/post.ts");
+const { run, route: _route } = await import("../../src/actions/route/main.ts");
+const { CLEANUP_STATE } = await import("../../src/actions/common/cloudflare.ts");
+const { post } = await import("../../src/actions/common/cloudflare-post.ts");
 const { ROUTE_INPUTS, readRouteSettings } = await import("../../src/actions/route/settings.ts");
 const { ConfigurationError } = await import("../../src/azure/errors.ts");
 const { rfc3339 } = await import("../../src/cloudflare/time.ts");

@@ -8,15 +8,8 @@
 // the minted token, whatever happened here.
 import * as core from "@actions/core";
 import type { TokenCredential } from "@azure/core-auth";
-import { gitHubOidcCredential } from "../../azure/credential.ts";
 import { createMlClient, MlWorkspace } from "../../azure/ml.ts";
-import { type CloudflareApi, createCloudflareApi } from "../../cloudflare/api.ts";
-import {
-  type BootstrapSecret,
-  mintGatewayCredential,
-  readBootstrapToken,
-  verifyGivenToken,
-} from "../../cloudflare/credential.ts";
+import type { CloudflareApi } from "../../cloudflare/api.ts";
 import { waitForEdgeConfig } from "../../cloudflare/edge.ts";
 import {
   CloudflareApiError,
@@ -34,47 +27,25 @@ import {
   restoreDeployment,
   secretBindingNames,
 } from "../../cloudflare/publish.ts";
-import { type Clock, formatSpan, systemClock } from "../../cloudflare/time.ts";
+import { formatSpan, systemClock } from "../../cloudflare/time.ts";
 import { compileConfigBundle } from "../../config/compile.ts";
 import { type ConfigDiff, diffGatewayConfigs, formatConfigDiffMarkdown } from "../../config/diff.ts";
 import { ConfigError } from "../../config/errors.ts";
 import type { ConfigBundle, GatewayConfig } from "../../config/schema.ts";
 import { fetchKeySnapshots, KeySnapshotError } from "../../config/snapshot.ts";
+import {
+  type CloudflareDependencies,
+  cloudflareCredential,
+  defaultCloudflareDependencies,
+  lazyAzureCredential,
+} from "../common/cloudflare.ts";
 import { ConfigurationError, reportFailure } from "../common/errors.ts";
 import { actionsInputs, type InputReader } from "../common/inputs.ts";
 import { actionsLogger, type Logger } from "../common/logger.ts";
+import { runUrl } from "../common/run.ts";
 import { writeSummary } from "../common/summary.ts";
 import { formatWeights, type PreparedConfig, prepareConfig } from "./config.ts";
 import { azureMlEndpoint, type RouteSettings, readRouteSettings } from "./settings.ts";
-
-/** Set by the entry in the main step, so the same bundle knows it runs as the post step. */
-export const IS_POST_STATE = "isPost";
-/** What the post step needs to delete the job's minted tokens: ids and names, and where the bootstrap token is. */
-export const CLEANUP_STATE = "cloudflare-cleanup";
-
-declare global {
-  /** The gateway Worker module (dist/gateway/worker.js), embedded by esbuild `define` into the built actions. */
-  var AML_EDGE_GATEWAY_WORKER: string | undefined;
-}
-
-export interface CleanupState {
-  tokens: { id: string; name: string }[];
-  accountId: string;
-  apiUrl: string;
-  vaultUrl: string;
-  secretName: string;
-  clientId: string;
-  tenantId: string;
-  authorityHost: string;
-  audience: string;
-}
-
-export interface AzureIdentity {
-  clientId: string;
-  tenantId: string;
-  authorityHost: string;
-  audience: string;
-}
 
 export interface EndpointKeys {
   primaryKey: string;
@@ -82,27 +53,11 @@ export interface EndpointKeys {
   scoringUri: string;
 }
 
-export interface RouteDependencies {
+export interface RouteDependencies extends CloudflareDependencies {
   readInput: InputReader;
-  logger: Logger;
-  clock: Clock;
   /** Where a relative `config` path is looked for: the checkout (GITHUB_WORKSPACE), else the working directory. */
   workspaceDir: string;
-  /** The workflow's variables: commit, repository, run (for the version's message and the token names). */
-  env: Readonly<Record<string, string | undefined>>;
-  setSecret(secret: string): void;
   setOutput(name: string, value: string): void;
-  saveState(name: string, value: string): void;
-  /** The gateway Worker's module. The built action carries it; tests hand in a bundle of the sources. */
-  gatewayModule(): Promise<string>;
-  createAzureCredential(identity: AzureIdentity, logger: Logger): TokenCredential;
-  readBootstrapToken(source: BootstrapSecret): Promise<string>;
-  connectCloudflare(options: {
-    apiUrl: string;
-    accountId: string;
-    token: string;
-    tokenDescription: string;
-  }): CloudflareApi;
   /** The Azure ML endpoint's keys and scoring URI (masked). */
   endpointKeys(settings: RouteSettings, credential: TokenCredential, deadline: number): Promise<EndpointKeys>;
   snapshotKeys(config: GatewayConfig): Promise<ConfigBundle["keySnapshots"]>;
@@ -113,34 +68,10 @@ export interface RouteDependencies {
 }
 
 export const defaultDependencies = (): RouteDependencies => ({
+  ...defaultCloudflareDependencies(),
   readInput: actionsInputs,
-  logger: actionsLogger,
-  clock: systemClock,
   workspaceDir: process.env.GITHUB_WORKSPACE ?? process.cwd(),
-  env: process.env,
-  setSecret: (secret) => core.setSecret(secret),
   setOutput: (name, value) => core.setOutput(name, value),
-  saveState: (name, value) => core.saveState(name, value),
-  gatewayModule: async () => {
-    const worker = globalThis.AML_EDGE_GATEWAY_WORKER;
-    if (typeof worker !== "string" || worker === "") {
-      throw new Error(
-        "The gateway Worker is not part of this build: run the action from its bundle (dist/route/index.js, built " +
-          "by `npm run build`), which carries it.",
-      );
-    }
-    return worker;
-  },
-  createAzureCredential: (identity, logger) =>
-    gitHubOidcCredential({
-      tenantId: identity.tenantId,
-      clientId: identity.clientId,
-      audience: identity.audience,
-      authorityHost: identity.authorityHost,
-      logger,
-    }),
-  readBootstrapToken: (source) => readBootstrapToken(source, (secret) => core.setSecret(secret)),
-  connectCloudflare: (options) => createCloudflareApi({ ...options, logger: actionsLogger }),
   endpointKeys: async (settings, credential, deadline) => {
     const endpoint = azureMlEndpoint(settings);
     if (endpoint === undefined) throw new Error("internal: endpoint keys asked for without an endpoint");
@@ -243,31 +174,12 @@ export async function route(settings: RouteSettings, deps: RouteDependencies): P
   deps.setOutput("config-version", bundle.version);
   logger.info(`Config ${prepared.source} is version ${bundle.version}.`);
 
-  let azure: TokenCredential | undefined;
-  const azureCredential = (): TokenCredential => {
-    const clientId = settings["client-id"];
-    const tenantId = settings["tenant-id"];
-    if (clientId === undefined || tenantId === undefined) {
-      throw new Error("internal: an Azure credential asked for without client-id and tenant-id");
-    }
-    azure ??= deps.createAzureCredential(
-      {
-        clientId,
-        tenantId,
-        authorityHost: settings["authority-host"],
-        audience: settings["oidc-audience"],
-      },
-      logger,
-    );
-    return azure;
-  };
-
-  const { api, description: credential } = await cloudflareCredential(
-    settings,
-    deps,
+  const azureCredential = lazyAzureCredential(settings, deps);
+  const { api, description: credential } = await cloudflareCredential(settings, deps, {
+    action: "route",
     deadline,
     azureCredential,
-  );
+  });
 
   const live = await readLiveGateway(api, script);
   // Recorded before anything changes, so a later step (or a person) can restore exactly this.
@@ -330,105 +242,6 @@ export async function route(settings: RouteSettings, deps: RouteDependencies): P
     diff: diffGatewayConfigs(live.bundle?.config, prepared.config),
     edgeElapsedMs,
     credential,
-  };
-}
-
-/** The Cloudflare client this step publishes with: a minted, Worker-scoped token, or the verified fallback token. */
-async function cloudflareCredential(
-  settings: RouteSettings,
-  deps: RouteDependencies,
-  deadline: number,
-  azureCredential: () => TokenCredential,
-): Promise<{ api: CloudflareApi; description: string }> {
-  const { logger, clock } = deps;
-  const accountId = settings["cloudflare-account-id"];
-  const apiUrl = settings["cloudflare-api-url"];
-  const givenToken = settings["cloudflare-api-token"];
-  if (givenToken !== undefined) {
-    const api = deps.connectCloudflare({
-      apiUrl,
-      accountId,
-      token: givenToken,
-      tokenDescription: "the `cloudflare-api-token` input",
-    });
-    const status = await verifyGivenToken(api, {
-      what: "The `cloudflare-api-token` input",
-      now: clock.now(),
-      validUntil: deadline,
-      validUntilWhat: `this step's deadline (timeout-minutes ${settings["timeout-minutes"]})`,
-      fix:
-        "issue a new token (Workers Scripts Write on the gateway Worker) and store it in the secret, or drop " +
-        "`cloudflare-api-token` and let the job mint its own from Key Vault (`key-vault-url`, recommended).",
-    });
-    logger.info(
-      "Using the `cloudflare-api-token` input (a token managed outside the job: the weaker option; " +
-        `expires ${status.expires_on ?? "never"}).`,
-    );
-    return {
-      api,
-      description: `the \`cloudflare-api-token\` input (expires ${status.expires_on ?? "never"})`,
-    };
-  }
-
-  const vaultUrl = settings["key-vault-url"];
-  const clientId = settings["client-id"];
-  const tenantId = settings["tenant-id"];
-  if (vaultUrl === undefined || clientId === undefined || tenantId === undefined) {
-    throw new Error("internal: the Key Vault path without its inputs");
-  }
-  const secretName = settings["cloudflare-bootstrap-secret"];
-  const bootstrapToken = await deps.readBootstrapToken({
-    vaultUrl,
-    secretName,
-    credential: azureCredential(),
-  });
-  deps.setSecret(bootstrapToken);
-  const bootstrapWhat = `the bootstrap token (Key Vault secret ${secretName})`;
-  const bootstrap = deps.connectCloudflare({
-    apiUrl,
-    accountId,
-    token: bootstrapToken,
-    tokenDescription: bootstrapWhat,
-  });
-
-  const cleanup: CleanupState = {
-    tokens: [],
-    accountId,
-    apiUrl,
-    vaultUrl,
-    secretName,
-    clientId,
-    tenantId,
-    authorityHost: settings["authority-host"],
-    audience: settings["oidc-audience"],
-  };
-  const save = () => deps.saveState(CLEANUP_STATE, JSON.stringify(cleanup));
-  const minted = await mintGatewayCredential({
-    bootstrap,
-    bootstrapWhat,
-    connect: (token, tokenDescription) =>
-      deps.connectCloudflare({ apiUrl, accountId, token, tokenDescription }),
-    script: settings["worker-name"],
-    deadline,
-    jobLabel: jobLabel(deps.env),
-    clock,
-    logger,
-    setSecret: (secret) => deps.setSecret(secret),
-    onMinted: (token) => {
-      cleanup.tokens.push(token);
-      save();
-    },
-    onDeleted: (id) => {
-      cleanup.tokens = cleanup.tokens.filter((token) => token.id !== id);
-      save();
-    },
-  });
-  return {
-    api: minted.api,
-    description:
-      `minted for this job: "Workers Scripts Write" on ` +
-      `${minted.scope === "worker" ? `Worker ${settings["worker-name"]} only` : "the whole account (to create the Worker)"}` +
-      `, expires ${minted.expiresOn}, deleted by the post step`,
   };
 }
 
@@ -560,18 +373,6 @@ export function versionMessage(
   const run = runUrl(env);
   if (run !== undefined) parts.push(`run ${run}`);
   return parts.join("; ");
-}
-
-function runUrl(env: Readonly<Record<string, string | undefined>>): string | undefined {
-  const { GITHUB_SERVER_URL: server, GITHUB_REPOSITORY: repository, GITHUB_RUN_ID: runId } = env;
-  if (server === undefined || repository === undefined || runId === undefined) return undefined;
-  const attempt = env.GITHUB_RUN_ATTEMPT;
-  return `${server}/${repository}/actions/runs/${runId}${attempt === undefined || attempt === "" ? "" : `/attempts/${attempt}`}`;
-}
-
-function jobLabel(env: Readonly<Record<string, string | undefined>>): string {
-  if (env.GITHUB_REPOSITORY === undefined || env.GITHUB_RUN_ID === undefined) return "local run";
-  return `${env.GITHUB_REPOSITORY} run ${env.GITHUB_RUN_ID}.${env.GITHUB_RUN_ATTEMPT ?? "1"}`;
 }
 
 async function writeRouteSummary(result: RouteResult, deps: RouteDependencies): Promise<void> {

@@ -3,11 +3,12 @@
 // umbrella declares a post step for the actions that have one (route deletes its minted token there); the main step
 // marks the step's state, so the post run of the same bundle knows to run the chosen action's post, if any.
 import * as core from "@actions/core";
+import { IS_POST_STATE } from "../common/cloudflare.ts";
+import { post as deleteMintedTokens } from "../common/cloudflare-post.ts";
 import { ConfigurationError, reportFailure } from "../common/errors.ts";
 import { actionsInputs, type InputReader } from "../common/inputs.ts";
 import { run as deployModel } from "../deploy-model/main.ts";
-import { IS_POST_STATE, run as route } from "../route/main.ts";
-import { post as routePost } from "../route/post.ts";
+import { run as route } from "../route/main.ts";
 
 export const COMMANDS: Readonly<Record<string, () => Promise<void>>> = {
   "deploy-model": () => deployModel(),
@@ -16,7 +17,7 @@ export const COMMANDS: Readonly<Record<string, () => Promise<void>>> = {
 
 /** The post steps of the commands that have one. */
 export const POST_COMMANDS: Readonly<Record<string, () => Promise<void>>> = {
-  route: () => routePost(),
+  route: () => deleteMintedTokens(),
 };
 
 export interface StepState {

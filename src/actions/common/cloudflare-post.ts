@@ -1,18 +1,24 @@
-// The route action's post step (runs: post-if: always()): deletes the Cloudflare tokens the main step minted, whether
-// the main step succeeded, failed or was cancelled after minting. It needs the bootstrap token to delete them, so it
-// reads it again from Key Vault with the job's OIDC-rooted Azure credential; what it needs to find it is in the step's
-// state, written by the main step the moment each token existed. A cleanup that cannot finish warns and names what is
-// left (each token expires on its own within 30 minutes); it never fails the job.
+// The post step (runs: post-if: always()) of every action that mints a Cloudflare token (route, rotate-keys): deletes
+// the tokens the main step minted, whether the main step succeeded, failed or was cancelled after minting. It needs
+// the bootstrap token to delete them, so it reads it again from Key Vault with the job's OIDC-rooted Azure
+// credential; what it needs to find it is in the step's state, written by the main step the moment each token
+// existed. A cleanup that cannot finish warns and names what is left (each token expires on its own within 30
+// minutes); it never fails the job.
 import * as core from "@actions/core";
 import type { CloudflareApi } from "../../cloudflare/api.ts";
 import { deleteMintedTokens } from "../../cloudflare/credential.ts";
-import { errorMessage } from "../common/errors.ts";
-import type { Logger } from "../common/logger.ts";
-import { CLEANUP_STATE, type CleanupState, defaultDependencies, type RouteDependencies } from "./main.ts";
+import {
+  CLEANUP_STATE,
+  type CleanupState,
+  type CloudflareDependencies,
+  defaultCloudflareDependencies,
+} from "./cloudflare.ts";
+import { errorMessage } from "./errors.ts";
+import type { Logger } from "./logger.ts";
 
 export interface PostDependencies
   extends Pick<
-    RouteDependencies,
+    CloudflareDependencies,
     "logger" | "createAzureCredential" | "readBootstrapToken" | "connectCloudflare"
   > {
   getState(name: string): string;
@@ -20,7 +26,7 @@ export interface PostDependencies
 }
 
 export const defaultPostDependencies = (): PostDependencies => ({
-  ...defaultDependencies(),
+  ...defaultCloudflareDependencies(),
   getState: (name) => core.getState(name),
   setSecret: (secret) => core.setSecret(secret),
 });
