@@ -23407,11 +23407,13 @@ async function callUpstream(method, client, call) {
     await response.body?.cancel();
     throw new UpstreamError("upstream_error", `upstream answered ${status}`, status);
   }
-  const headers = new Headers();
+  const upstreamHeaders = response.headers;
+  const headers = {};
   for (const name2 of RESPONSE_HEADERS) {
-    const value = response.headers.get(name2);
-    if (value !== null) headers.set(name2, value);
+    const value = upstreamHeaders.get(name2);
+    if (value !== null) headers[name2] = value;
   }
+  Object.assign(headers, call.responseHeaders);
   return new Response(response.body, { status, headers });
 }
 
@@ -23459,11 +23461,7 @@ async function handle(request, env, ctx) {
   const record2 = baseRecord(requestId, request.method, clientHeaders, url2, runtime.version);
   const timings = config2.serverTiming ? [] : void 0;
   const respond = (response, reason) => {
-    const { headers } = response;
-    headers.set("x-request-id", requestId);
-    headers.set("x-aml-edge-config", runtime.version);
-    if (record2.deployment && reason === "allowed") headers.set("x-aml-edge-deployment", record2.deployment);
-    if (timings && timings.length > 0) headers.set("server-timing", timings.join(", "));
+    if (timings && timings.length > 0) response.headers.set("server-timing", timings.join(", "));
     audit.write(finishRecord(record2, reason, response.status, started));
     return response;
   };
@@ -23482,7 +23480,12 @@ async function handle(request, env, ctx) {
       if (request.method !== "GET") throw new Denial("method_not_allowed", ["GET"]);
       if (!grants.has("read-status")) throw new Denial("no_permission");
       const document = await statusDocument(runtime, env);
-      return respond(Response.json(document, { headers: { "cache-control": "no-store" } }), "status_served");
+      const headers = {
+        "cache-control": "no-store",
+        "x-request-id": requestId,
+        "x-aml-edge-config": runtime.version
+      };
+      return respond(Response.json(document, { headers }), "status_served");
     }
     const route = runtime.routesByPath.get(url2.pathname);
     if (!route) throw new Denial("route_not_found");
@@ -23512,7 +23515,12 @@ async function handle(request, env, ctx) {
       credential,
       requestId,
       forwardHeaders: config2.forwardHeaders,
-      body
+      body,
+      responseHeaders: {
+        "x-request-id": requestId,
+        "x-aml-edge-config": runtime.version,
+        "x-aml-edge-deployment": assignment.deployment
+      }
     });
     timings?.push(`upstream;dur=${(performance.now() - upstreamStarted).toFixed(3)}`);
     record2.upstreamStatus = response.status;
