@@ -43,6 +43,7 @@ const { DEPLOY_MODEL_INPUTS, readDeployModelSettings } = await import(
   "../../src/actions/deploy-model/settings.ts"
 );
 const { ConfigurationError } = await import("../../src/azure/errors.ts");
+const { expectReadmeMatchesActionYml } = await import("./action-readme.ts");
 const { ARM, FakeMl, fakeClock, recordingLogger, SUB, WORKSPACE_ID } = await import("./fake-ml-client.ts");
 
 const VALID: Record<string, string> = {
@@ -304,7 +305,11 @@ describe("deploy-model metadata", () => {
   });
 
   it("the umbrella action takes command plus every action's inputs and outputs, none other required", () => {
-    const actions = { "deploy-model": action, route: load("actions/route/action.yml") };
+    const actions = {
+      "deploy-model": action,
+      route: load("actions/route/action.yml"),
+      "rotate-keys": load("actions/rotate-keys/action.yml"),
+    };
     expect(umbrella.inputs.command?.required).toBe(true);
     const { command: _command, ...rest } = umbrella.inputs;
     const declared = new Set(Object.values(actions).flatMap((each) => Object.keys(each.inputs)));
@@ -325,9 +330,19 @@ describe("deploy-model metadata", () => {
         expect(input.default, name).toBeUndefined();
       }
     }
-    expect(umbrella.outputs).toEqual(
-      Object.assign({}, ...Object.values(actions).map((each) => each.outputs)),
-    );
+    const outputs = new Set(Object.values(actions).flatMap((each) => Object.keys(each.outputs)));
+    expect(Object.keys(umbrella.outputs).sort()).toEqual([...outputs].sort());
+    for (const [name, output] of Object.entries(umbrella.outputs)) {
+      const owners = Object.entries(actions).filter(([, each]) => each.outputs[name] !== undefined);
+      const descriptions = new Set(owners.map(([, each]) => each.outputs[name]?.description));
+      if (descriptions.size === 1) expect(output.description, name).toBe([...descriptions][0]);
+      else {
+        // Set by several commands with different meanings: the umbrella says what each command sets.
+        for (const [command, each] of owners) {
+          expect(output.description, name).toContain(`${command}: ${each.outputs[name]?.description}`);
+        }
+      }
+    }
     expect(umbrella.runs).toEqual({
       using: "node24",
       main: "dist/main/index.js",
@@ -337,34 +352,7 @@ describe("deploy-model metadata", () => {
   });
 
   it("the README lists every input and output with its action.yml description", () => {
-    const readme = readFileSync(new URL("actions/deploy-model/README.md", root), "utf8");
-    // Table rows as trimmed cells, whatever padding the formatter gave them.
-    const [inputsPart = "", outputsPart = ""] = readme.split("## Outputs");
-    const tableRows = (text: string) =>
-      text
-        .split("\n")
-        .filter((line) => line.startsWith("|"))
-        .map((line) =>
-          line
-            .slice(1, -1)
-            .split(/(?<!\\)\|/)
-            .map((c) => c.trim()),
-        );
-    const inputRows = tableRows(inputsPart);
-    const outputRows = tableRows(outputsPart);
-    const row = (rows: string[][], name: string) => rows.find((cells) => cells[0] === `\`${name}\``);
-    const cell = (text: string | undefined) => (text ?? "").replace(/\|/g, "\\|").replace(/\s+/g, " ").trim();
-    for (const [name, input] of Object.entries(action.inputs)) {
-      expect(row(inputRows, name), name).toEqual([
-        `\`${name}\``,
-        input.required === true ? "yes" : "no",
-        input.default === undefined ? "" : `\`${input.default}\``,
-        cell(input.description),
-      ]);
-    }
-    for (const [name, output] of Object.entries(action.outputs)) {
-      expect(row(outputRows, name), name).toEqual([`\`${name}\``, cell(output.description)]);
-    }
+    expectReadmeMatchesActionYml("deploy-model");
   });
 });
 
@@ -406,9 +394,9 @@ describe("umbrella action", () => {
   });
 
   it.each([
-    ["", "Input `command`: is required; accepted: deploy-model, route."],
-    ["deploy", 'Input `command`: "deploy" is not a command; accepted: deploy-model, route.'],
-    ["toString", 'Input `command`: "toString" is not a command; accepted: deploy-model, route.'],
+    ["", "Input `command`: is required; accepted: deploy-model, route, rotate-keys."],
+    ["deploy", 'Input `command`: "deploy" is not a command; accepted: deploy-model, route, rotate-keys.'],
+    ["toString", 'Input `command`: "toString" is not a command; accepted: deploy-model, route, rotate-keys.'],
   ])("refuses command %j, saying what is accepted", async (command, message) => {
     await runUmbrella(inputs({ command }));
     expect(core.failed).toEqual([message]);

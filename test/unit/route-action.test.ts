@@ -32,6 +32,8 @@ const { ConfigurationError } = await import("../../src/azure/errors.ts");
 const { rfc3339 } = await import("../../src/cloudflare/time.ts");
 const { ACCOUNT, FakeCloudflare } = await import("./fake-cloudflare.ts");
 const { configYaml, SCORING_URI } = await import("./gateway-config-fixture.ts");
+const { expectReadmeMatchesActionYml } = await import("./action-readme.ts");
+const { cloudflareJob, inputs, servedVersion } = await import("./action-job.ts");
 
 type Deps = Parameters<typeof run>[0];
 
@@ -45,11 +47,6 @@ const VALID: Record<string, string> = {
   "tenant-id": "22222222-2222-2222-2222-222222222222",
   "timeout-minutes": "5",
 };
-
-const inputs =
-  (table: Record<string, string>) =>
-  (name: string): string =>
-    table[name] ?? "";
 
 let dir: string;
 let summaryFile: string;
@@ -72,59 +69,22 @@ function job(
   setup: (cf: InstanceType<typeof FakeCloudflare>) => void = () => {},
 ) {
   const cf = new FakeCloudflare();
-  const bootstrap = cf.addToken({
-    name: "bootstrap",
-    value: "bootstrap-value",
-    permissions: ["API Tokens Write"],
-  });
+  const common = cloudflareJob(cf);
   setup(cf);
   const outputs: Record<string, string> = {};
-  const state: Record<string, string> = {};
-  const secrets: string[] = [];
-  const logs: string[] = [];
-  const vaultReads: string[] = [];
   const keyReads: string[] = [];
-  let offset = 0;
   const deps: Deps = {
+    ...common.deps,
     readInput: inputs(table),
-    logger: {
-      debug: () => {},
-      info: (message) => logs.push(message),
-      warning: (message) => logs.push(`warning: ${message}`),
-      startGroup: () => {},
-      endGroup: () => {},
-    },
-    // Real time (the fake judges token expiry by it), with sleeps that pass at once.
-    clock: {
-      now: () => Date.now() + offset,
-      sleep: async (ms) => {
-        offset += ms;
-      },
-    },
     workspaceDir: dir,
     env: {
+      ...common.deps.env,
       GITHUB_SHA: "0123456789abcdef0123456789abcdef01234567",
       GITHUB_SERVER_URL: "https://github.com",
-      GITHUB_REPOSITORY: "octo/models",
-      GITHUB_RUN_ID: "42",
-      GITHUB_RUN_ATTEMPT: "1",
     },
-    setSecret: (secret) => secrets.push(secret),
     setOutput: (name, value) => {
       outputs[name] = value;
     },
-    saveState: (name, value) => {
-      state[name] = value;
-    },
-    gatewayModule: async () => "export default { fetch() { return new Response('gateway'); } };",
-    createAzureCredential: () => ({
-      getToken: async () => ({ token: "arm", expiresOnTimestamp: Date.now() + 3600_000 }),
-    }),
-    readBootstrapToken: async (source) => {
-      vaultReads.push(`${source.vaultUrl} ${source.secretName}`);
-      return bootstrap.value;
-    },
-    connectCloudflare: (options) => cf.client(options.token, options.tokenDescription),
     endpointKeys: async (settings) => {
       keyReads.push(settings.endpoint ?? "");
       return { primaryKey: "primary-key", secondaryKey: "secondary-key", scoringUri: SCORING_URI };
@@ -132,18 +92,13 @@ function job(
     snapshotKeys: async () => ({}),
     edgeFetch: edgeOf(cf),
   };
-  return { cf, deps, outputs, state, secrets, logs, vaultReads, keyReads, bootstrap };
+  return { ...common, cf, deps, outputs, keyReads };
 }
 
 /** The gateway at the edge, answering from the fake's live deployment: the pinned version if live, else the first. */
 function edgeOf(cf: InstanceType<typeof FakeCloudflare>, stuck = false): typeof globalThis.fetch {
   return (async (_input: string | URL | Request, init?: RequestInit) => {
-    const live = cf.live(SCRIPT);
-    const pinned = /="([^"]+)"/.exec(
-      new Headers(init?.headers).get("cloudflare-workers-version-overrides") ?? "",
-    )?.[1];
-    const id =
-      live?.versions.some((v) => v.version_id === pinned) && !stuck ? pinned : live?.versions[0]?.version_id;
+    const id = servedVersion(cf, SCRIPT, init);
     const version =
       id === undefined
         ? undefined
@@ -268,37 +223,7 @@ describe("route inputs", () => {
 
 describe("route README", () => {
   it("lists every input and output with its action.yml description", () => {
-    const root = new URL("../../", import.meta.url);
-    const action = parseYaml(readFileSync(new URL("actions/route/action.yml", root), "utf8")) as {
-      inputs: Record<string, { description: string; required: boolean; default?: string }>;
-      outputs: Record<string, { description: string }>;
-    };
-    const readme = readFileSync(new URL("actions/route/README.md", root), "utf8");
-    const [inputsPart = "", outputsPart = ""] = readme.split("## Outputs");
-    // Table rows as trimmed cells, whatever padding they have.
-    const rows = (text: string) =>
-      text
-        .split("\n")
-        .filter((line) => line.startsWith("|"))
-        .map((line) =>
-          line
-            .slice(1, -1)
-            .split(/(?<!\\)\|/)
-            .map((cell) => cell.trim()),
-        );
-    const row = (table: string[][], name: string) => table.find((cells) => cells[0] === `\`${name}\``);
-    const cell = (text: string) => text.replace(/\|/g, "\\|").replace(/\s+/g, " ").trim();
-    for (const [name, input] of Object.entries(action.inputs)) {
-      expect(row(rows(inputsPart), name), name).toEqual([
-        `\`${name}\``,
-        input.required ? "yes" : "no",
-        input.default === undefined ? "" : `\`${input.default}\``,
-        cell(input.description),
-      ]);
-    }
-    for (const [name, output] of Object.entries(action.outputs)) {
-      expect(row(rows(outputsPart), name), name).toEqual([`\`${name}\``, cell(output.description)]);
-    }
+    expectReadmeMatchesActionYml("route");
   });
 });
 

@@ -128,6 +128,14 @@ export const timeoutMinutesField = wholeNumber(
   " (the job's minted Cloudflare token lives at most 30 minutes)",
 );
 
+/** A field optional here that an action always needs: unset, it says what to set it to; set, it is checked as here. */
+export function required<Inner extends z.ZodType<unknown, string>>(
+  field: z.ZodOptional<Inner>,
+  what: string,
+) {
+  return z.string({ error: `set it to ${what}` }).pipe(field.unwrap());
+}
+
 type Values = Record<string, unknown>;
 
 /** Reports `input` as required (for `why`) when it is unset. */

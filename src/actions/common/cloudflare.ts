@@ -13,8 +13,11 @@ import {
   readBootstrapToken,
   verifyGivenToken,
 } from "../../cloudflare/credential.ts";
+import { CloudflareApiError, CloudflareCredentialError } from "../../cloudflare/errors.ts";
 import { type Clock, systemClock } from "../../cloudflare/time.ts";
 import type { CloudflareSettings } from "./cloudflare-inputs.ts";
+import { ConfigurationError } from "./errors.ts";
+import type { InputReader } from "./inputs.ts";
 import { actionsLogger, type Logger } from "./logger.ts";
 import { jobLabel } from "./run.ts";
 
@@ -94,6 +97,23 @@ export const defaultCloudflareDependencies = (): CloudflareDependencies => ({
   readBootstrapToken: (source) => readBootstrapToken(source, (secret) => core.setSecret(secret)),
   connectCloudflare: (options) => createCloudflareApi({ ...options, logger: actionsLogger }),
 });
+
+/** The fallback token input, masked before anything is parsed or reported, so no later message can show it. */
+export function maskGivenToken(readInput: InputReader, setSecret: (secret: string) => void): void {
+  const givenToken = readInput("cloudflare-api-token").trim();
+  if (givenToken !== "") setSecret(givenToken);
+}
+
+/** Cloudflare's user-fixable errors are reported as what to fix, like any ConfigurationError. */
+export function cloudflareReportable(error: unknown): unknown {
+  if (
+    error instanceof CloudflareCredentialError ||
+    (error instanceof CloudflareApiError && error.userFixable)
+  ) {
+    return new ConfigurationError(error.message, { cause: error });
+  }
+  return error;
+}
 
 /**
  * The job's Azure credential, made on first use and kept: a step that never reaches Azure (the fallback token, no

@@ -11,11 +11,7 @@ import type { TokenCredential } from "@azure/core-auth";
 import { createMlClient, MlWorkspace } from "../../azure/ml.ts";
 import type { CloudflareApi } from "../../cloudflare/api.ts";
 import { waitForEdgeConfig } from "../../cloudflare/edge.ts";
-import {
-  CloudflareApiError,
-  CloudflareCredentialError,
-  EdgeNotServingError,
-} from "../../cloudflare/errors.ts";
+import { EdgeNotServingError } from "../../cloudflare/errors.ts";
 import {
   describeDeployment,
   type LiveGateway,
@@ -36,8 +32,10 @@ import { fetchKeySnapshots, KeySnapshotError } from "../../config/snapshot.ts";
 import {
   type CloudflareDependencies,
   cloudflareCredential,
+  cloudflareReportable,
   defaultCloudflareDependencies,
   lazyAzureCredential,
+  maskGivenToken,
 } from "../common/cloudflare.ts";
 import { ConfigurationError, reportFailure } from "../common/errors.ts";
 import { actionsInputs, type InputReader } from "../common/inputs.ts";
@@ -118,9 +116,7 @@ export interface RouteResult {
 export async function run(overrides: Partial<RouteDependencies> = {}): Promise<void> {
   const deps = { ...defaultDependencies(), ...overrides };
   try {
-    // Masked before anything is parsed or reported, so no later message can show it.
-    const givenToken = deps.readInput("cloudflare-api-token").trim();
-    if (givenToken !== "") deps.setSecret(givenToken);
+    maskGivenToken(deps.readInput, deps.setSecret);
     const settings = readRouteSettings(deps.readInput);
     const result = await route(settings, deps);
     deps.setOutput("version-id", result.published.version.id);
@@ -130,17 +126,12 @@ export async function run(overrides: Partial<RouteDependencies> = {}): Promise<v
   }
 }
 
-/** Cloudflare's and the config's user-fixable errors are reported as what to fix, like any ConfigurationError. */
+/** The config's user-fixable errors are reported as what to fix, like any ConfigurationError; Cloudflare's too. */
 function reportable(error: unknown): unknown {
-  if (
-    error instanceof ConfigError ||
-    error instanceof MissingSecretsError ||
-    error instanceof CloudflareCredentialError ||
-    (error instanceof CloudflareApiError && error.userFixable)
-  ) {
+  if (error instanceof ConfigError || error instanceof MissingSecretsError) {
     return new ConfigurationError(error.message, { cause: error });
   }
-  return error;
+  return cloudflareReportable(error);
 }
 
 /** The publish itself, with every input already valid. */

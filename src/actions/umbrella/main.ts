@@ -1,23 +1,26 @@
 // The umbrella action (action.yml at the repository root): one `uses:` line for every aml-edge action, with `command`
 // choosing which. The chosen action then reads its own inputs exactly as its own action.yml would pass them. The
-// umbrella declares a post step for the actions that have one (route deletes its minted token there); the main step
-// marks the step's state, so the post run of the same bundle knows to run the chosen action's post, if any.
+// umbrella declares a post step for the actions that have one (route and rotate-keys delete their minted token there);
+// the main step marks the step's state, so the post run of the same bundle knows to run the chosen action's post.
 import * as core from "@actions/core";
 import { IS_POST_STATE } from "../common/cloudflare.ts";
 import { post as deleteMintedTokens } from "../common/cloudflare-post.ts";
 import { ConfigurationError, reportFailure } from "../common/errors.ts";
 import { actionsInputs, type InputReader } from "../common/inputs.ts";
 import { run as deployModel } from "../deploy-model/main.ts";
+import { run as rotateKeys } from "../rotate-keys/main.ts";
 import { run as route } from "../route/main.ts";
 
 export const COMMANDS: Readonly<Record<string, () => Promise<void>>> = {
   "deploy-model": () => deployModel(),
   route: () => route(),
+  "rotate-keys": () => rotateKeys(),
 };
 
 /** The post steps of the commands that have one. */
 export const POST_COMMANDS: Readonly<Record<string, () => Promise<void>>> = {
   route: () => deleteMintedTokens(),
+  "rotate-keys": () => deleteMintedTokens(),
 };
 
 export interface StepState {
