@@ -3,8 +3,7 @@
 // STATE_*. Against the local clouds: GitHub OIDC → Entra → Key Vault (the Cloudflare bootstrap token) and ARM (the
 // endpoint's keys), and the local Cloudflare, whose edge runs each deployed gateway version in workerd. Only
 // configuration (inputs, NODE_EXTRA_CA_CERTS) points the action at it.
-import { spawn } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,6 +12,7 @@ import { createMlClient, MlWorkspace } from "../../src/azure/ml.ts";
 import { systemClock } from "../../src/azure/retry.ts";
 import { ARM_RESOURCE } from "../../src/sandbox/entra.ts";
 import { SANDBOX_CLIENT_ID, type Sandbox, startSandbox } from "../../src/sandbox/sandbox.ts";
+import { runStep, runWithPost, type StepRun } from "./run-step.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BUNDLE = join(ROOT, "dist/route/index.js");
@@ -104,86 +104,14 @@ function azureMl(): Record<string, string> {
   return { endpoint: "credit" };
 }
 
-interface StepResult {
-  code: number | null;
-  stdout: string;
-  outputs: Record<string, string>;
-  summary: string;
-  state: Record<string, string>;
-  ms: number;
-}
-
-/** Runs the bundle as a workflow step: inputs as INPUT_<NAME>, outputs, summary and state through their files. */
-async function runStep(
-  inputs: Record<string, string>,
-  options: { bundle?: string; state?: Record<string, string> } = {},
-): Promise<StepResult> {
-  const started = Date.now();
-  const step = await mkdtemp(join(dir, "step-"));
-  const files = { output: join(step, "output"), summary: join(step, "summary"), state: join(step, "state") };
-  for (const file of Object.values(files)) await writeFile(file, "");
-  const all: Record<string, string> = {
-    ...local.inputs(),
-    config: "gateway.yaml",
-    "timeout-minutes": "2",
-    ...inputs,
-  };
-  const env: Record<string, string> = {
-    PATH: process.env.PATH ?? "",
-    ...local.environment(),
-    GITHUB_OUTPUT: files.output,
-    GITHUB_STEP_SUMMARY: files.summary,
-    GITHUB_STATE: files.state,
-    GITHUB_WORKSPACE: dir,
-    GITHUB_SHA: "0123456789abcdef0123456789abcdef01234567",
-    GITHUB_SERVER_URL: "https://github.com",
-    GITHUB_REPOSITORY: "octo/models",
-    GITHUB_RUN_ID: "42",
-    GITHUB_RUN_ATTEMPT: "1",
-  };
-  // The runner's naming: INPUT_ + the name upper-cased, hyphens kept; the post step gets the state as STATE_<name>.
-  for (const [name, value] of Object.entries(all)) env[`INPUT_${name.toUpperCase()}`] = value;
-  for (const [name, value] of Object.entries(options.state ?? {})) env[`STATE_${name}`] = value;
-  const child = spawn(process.execPath, [options.bundle ?? BUNDLE], {
-    cwd: step,
-    env,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  child.stdout.on("data", (chunk: Buffer) => {
-    stdout += chunk.toString();
-  });
-  child.stderr.on("data", (chunk: Buffer) => {
-    stdout += chunk.toString();
-  });
-  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+/** The route step against the sandbox: its inputs over the sandbox's, the job's environment, the checkout in dir. */
+function routeStep(inputs: Record<string, string>, bundle = BUNDLE): StepRun {
   return {
-    code,
-    stdout,
-    outputs: parseFileCommands(await readFile(files.output, "utf8")),
-    summary: await readFile(files.summary, "utf8"),
-    state: parseFileCommands(await readFile(files.state, "utf8")),
-    ms: Date.now() - started,
+    bundle,
+    inputs: { ...local.inputs(), config: "gateway.yaml", "timeout-minutes": "2", ...inputs },
+    env: local.environment(),
+    workspace: dir,
   };
-}
-
-/** A main step, then its post step with the state the main step saved, as the runner does (post-if: always()). */
-async function runWithPost(
-  inputs: Record<string, string>,
-  bundle = BUNDLE,
-): Promise<{ main: StepResult; post: StepResult }> {
-  const main = await runStep(inputs, { bundle });
-  const post = await runStep(inputs, { bundle, state: main.state });
-  return { main, post };
-}
-
-/** GITHUB_OUTPUT's and GITHUB_STATE's heredoc form, as @actions/core writes it: `name<<DELIM\nvalue\nDELIM`. */
-function parseFileCommands(text: string): Record<string, string> {
-  const values: Record<string, string> = {};
-  const pattern = /^([^<\n]+)<<(\S+)\n([\s\S]*?)\n\2$/gm;
-  for (const match of text.matchAll(pattern))
-    values[match[1] ?? ""] = match[2] === undefined ? "" : (match[3] ?? "");
-  return values;
 }
 
 /** The job's minted tokens as the local Cloudflare sees them. */
@@ -201,7 +129,7 @@ const liveVersions = () => local.cloudflare.deployments(WORKER)[0]?.versions;
 describe("route, bundled, against the local clouds", () => {
   it("first publish: mints its own token from Key Vault, creates the Worker with the endpoint's keys, and the post step deletes the token", async () => {
     await writeFile(join(dir, "gateway.yaml"), configYaml({ blue: 100, green: 0 }));
-    const { main, post } = await runWithPost({ ...azureMl(), "model-version": "credit:1" });
+    const { main, post } = await runWithPost(routeStep({ ...azureMl(), "model-version": "credit:1" }));
     expect(main.code, main.stdout).toBe(0);
     expect(main.outputs["previous-deployment"]).toBe("null");
     expect(main.outputs["config-version"]).toMatch(/^sha256:[0-9a-f]{16}$/);
@@ -241,8 +169,7 @@ describe("route, bundled, against the local clouds", () => {
     const before = liveVersions();
     const tokensBefore = mintedTokens().length;
     const { main, post } = await runWithPost(
-      { command: "route", weights: "green=30,blue=70", "version-percentage": "50" },
-      UMBRELLA,
+      routeStep({ command: "route", weights: "green=30,blue=70", "version-percentage": "50" }, UMBRELLA),
     );
     expect(main.code, main.stdout).toBe(0);
     expect(JSON.parse(main.outputs["previous-deployment"] ?? "").versions).toEqual(before);
@@ -269,7 +196,7 @@ describe("route, bundled, against the local clouds", () => {
       join(dir, "gateway.yaml"),
       configYaml({ blue: 70, green: 30, primary: "AML_KEY_PRIMARY_V2" }),
     );
-    const { main, post } = await runWithPost({ ...azureMl(), "version-percentage": "50" });
+    const { main, post } = await runWithPost(routeStep({ ...azureMl(), "version-percentage": "50" }));
     expect(main.code, main.stdout).toBe(0);
     expect(main.stdout).toContain("AML_KEY_PRIMARY_V2: no live version of Worker aml-edge-gateway holds");
     const live = liveVersions();
@@ -291,7 +218,7 @@ describe("route, bundled, against the local clouds", () => {
   it("when the main step fails after minting, the post step still deletes the token", async () => {
     const tokensBefore = mintedTokens().length;
     // A Worker that does not exist yet, and no endpoint to take the secrets from: refused after minting.
-    const { main, post } = await runWithPost({ "worker-name": "aml-edge-spare" });
+    const { main, post } = await runWithPost(routeStep({ "worker-name": "aml-edge-spare" }));
     expect(main.code).toBe(1);
     expect(main.stdout).toContain(
       "::error::The config names secret bindings AML_KEY_PRIMARY_V2, AML_KEY_SECONDARY, which Worker " +
@@ -313,7 +240,7 @@ describe("route, bundled, against the local clouds", () => {
 
   it("a bad weight fails before anything is asked of Cloudflare or Azure; its post step has nothing to do", async () => {
     const requestsBefore = local.cloudflare.requests.length;
-    const { main, post } = await runWithPost({ weights: "green=30,blue=90" });
+    const { main, post } = await runWithPost(routeStep({ weights: "green=30,blue=90" }));
     expect(main.code).toBe(1);
     expect(main.stdout).toContain(
       "::error::Input `weights`: route credit's weights would be blue=90,green=30, which sum to 120",
@@ -339,7 +266,10 @@ describe("route, bundled, against the local clouds", () => {
       expiresOn: new Date(Date.now() + 120_000),
     });
     const liveBefore = liveVersions();
-    const [a, b] = await Promise.all([runStep(fallback(expired.value)), runStep(fallback(soon.value))]);
+    const [a, b] = await Promise.all([
+      runStep(routeStep(fallback(expired.value))),
+      runStep(routeStep(fallback(soon.value))),
+    ]);
     expect(a.code).toBe(1);
     expect(a.stdout).toMatch(/::error::The `cloudflare-api-token` input expired at \S+Z \(2m(0\ds)? ago\)/);
     expect(b.code).toBe(1);
