@@ -8,10 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createMlClient, MlWorkspace } from "../../src/azure/ml.ts";
-import { systemClock } from "../../src/azure/retry.ts";
-import { ARM_RESOURCE } from "../../src/sandbox/entra.ts";
-import { SANDBOX_CLIENT_ID, type Sandbox, startSandbox } from "../../src/sandbox/sandbox.ts";
+import { type Sandbox, startSandbox } from "../../src/sandbox/sandbox.ts";
+import { adminWorkspace } from "./admin-workspace.ts";
 import { runStep, runWithPost, type StepRun } from "./run-step.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -29,7 +27,7 @@ beforeAll(async () => {
     timings: { endpointCreateMs: 50, endpointUpdateMs: 50, deploymentMs: 100, deleteMs: 50 },
   });
   // The endpoint whose keys the gateway's first version gets (no deployment needed for keys).
-  const ml = adminWorkspace();
+  const ml = adminWorkspace(local);
   await ml.ensureEndpoint("credit");
   scoringUri = (await ml.findEndpoint("credit"))?.properties.scoringUri ?? "";
 }, 60_000);
@@ -38,31 +36,6 @@ afterAll(async () => {
   await local?.close();
   if (dir !== undefined) await rm(dir, { recursive: true, force: true });
 });
-
-function adminWorkspace(): MlWorkspace {
-  const { arm, entra } = local;
-  return new MlWorkspace({
-    client: createMlClient({
-      credential: {
-        getToken: async () => ({
-          token: await entra.issueAppToken({ audience: ARM_RESOURCE, clientId: SANDBOX_CLIENT_ID }),
-          expiresOnTimestamp: Date.now() + 3600_000,
-        }),
-      },
-      subscriptionId: arm.subscriptionId,
-      armEndpoint: arm.endpoint,
-    }),
-    armEndpoint: arm.endpoint,
-    subscriptionId: arm.subscriptionId,
-    resourceGroup: arm.resourceGroup,
-    workspace: arm.workspace,
-    deadline: Date.now() + 60_000,
-    clock: systemClock,
-    logger: { debug() {}, info() {}, warning() {}, startGroup() {}, endGroup() {} },
-    setSecret() {},
-    pollIntervalMs: 50,
-  });
-}
 
 function configYaml(options: { blue: number; green: number; primary?: string }): string {
   const { entra } = local;
@@ -147,7 +120,7 @@ describe("route, bundled, against the local clouds", () => {
     expect(main.stdout).toContain("Worker aml-edge-gateway does not exist yet on account");
     expect(main.summary).toContain("First publish: nothing was live to compare with");
     // The endpoint's keys and the tokens reach the log only in the runner's mask command.
-    const keys = await adminWorkspace().endpointKeys("credit");
+    const keys = await adminWorkspace(local).endpointKeys("credit");
     for (const line of main.stdout.split("\n")) {
       if (line.includes(keys.primaryKey) || line.includes(local.cloudflare.bootstrapToken.value)) {
         expect(line.startsWith("::add-mask::"), line).toBe(true);
