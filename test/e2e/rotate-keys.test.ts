@@ -19,11 +19,11 @@ import { keyFingerprint } from "../../src/config/fingerprint.ts";
 import { parseGatewayConfig } from "../../src/config/load.ts";
 import { fetchKeySnapshots } from "../../src/config/snapshot.ts";
 import { ARM_RESOURCE } from "../../src/sandbox/entra.ts";
-import { DEFAULT_JOB_CLAIMS } from "../../src/sandbox/github-oidc.ts";
 import { creditSampleRows } from "../../src/sandbox/models/sample-rows.ts";
 import { SANDBOX_MODELS_ROOT } from "../../src/sandbox/onnx-model.ts";
 import { type Sandbox, startSandbox } from "../../src/sandbox/sandbox.ts";
 import { adminWorkspace } from "./admin-workspace.ts";
+import { CALLER_AUDIENCE, GATEWAY_AUDIENCE, SCORE_PATH, sandboxGatewayYaml } from "./gateway-config.ts";
 import { runWithPost, type StepRun } from "./run-step.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -32,9 +32,6 @@ const ROUTE = join(ROOT, "dist/route/index.js");
 const WORKER = "aml-edge-gateway";
 /** A second gateway, in front of an aml_token endpoint. */
 const TOKEN_WORKER = "aml-edge-tokens";
-const GATEWAY_AUDIENCE = "api://aml-edge-gateway";
-const CALLER_AUDIENCE = "api://aml-edge";
-const SCORE_PATH = "v1/credit/score";
 
 /** The load: clients scoring in a loop, each request bounded in time, the whole run bounded in count and time. */
 const CLIENTS = 8;
@@ -61,7 +58,7 @@ beforeAll(async () => {
   const scoringUri = await serveBlue("credit");
 
   // The gateway's first version, published by the route action with the endpoint's keys as its secrets.
-  await writeFile(join(dir, "gateway.yaml"), configYaml(scoringUri, KEY_AUTH));
+  await writeFile(join(dir, "gateway.yaml"), configYaml(scoringUri, "key"));
   const { main, post } = await runWithPost(
     step(ROUTE, { config: "gateway.yaml", endpoint: "credit", "lint-mode": "local" }),
   );
@@ -87,57 +84,14 @@ async function serveBlue(endpoint: string): Promise<string> {
   return (await ml.findEndpoint(endpoint))?.properties.scoringUri ?? "";
 }
 
-const KEY_AUTH = `
-      mode: key
-      primarySecret: AML_KEY_PRIMARY
-      secondarySecret: AML_KEY_SECONDARY`;
-const TOKEN_AUTH = `
-      mode: aml_token
-      tokenSecret: AML_TOKEN`;
-
-/**
- * Entra's users and apps with the Scoring.Invoke role score; this repository's workflows (the sandbox GitHub issuer,
- * matched by the repository's immutable id) read the status route. The GitHub key set is plain http on loopback,
- * which the local lint mode allows.
- */
-function configYaml(scoringUri: string, upstreamAuth: string): string {
-  const { entra, github } = local;
-  return `
-description: credit through the local clouds
-issuers:
-  - name: entra
-    issuer: ${entra.issuer}
-    jwksUri: ${entra.jwksUri}
-    audiences: ["${CALLER_AUDIENCE}"]
-    algorithms: [RS256]
-    maxTokenAgeSeconds: 3600
-    tenants: ["${entra.tenantId}"]
-  - name: github
-    issuer: ${github.issuer}
-    jwksUri: ${github.jwksUri}
-    audiences: ["${GATEWAY_AUDIENCE}"]
-    algorithms: [RS256]
-    maxTokenAgeSeconds: 600
-policy:
-  roles:
-    scorer: ["score:credit"]
-    key-rotation: ["read-status"]
-  rules:
-    - name: scorers
-      match: { issuers: [entra], role: [Scoring.Invoke] }
-      roles: [scorer]
-    - name: rotate-keys-workflow
-      match: { issuers: [github], repositoryId: ["${DEFAULT_JOB_CLAIMS.repository_id}"] }
-      roles: [key-rotation]
-routes:
-  - name: credit
-    path: /${SCORE_PATH}
-    scoringUri: ${scoringUri}
-    deployments:
-      - name: blue
-        weight: 100
-    upstreamAuth:${upstreamAuth}
-`;
+/** One deployment, the whole traffic; the job may read the status route. */
+function configYaml(scoringUri: string, mode: "key" | "aml_token"): string {
+  return sandboxGatewayYaml(local, {
+    scoringUri,
+    deployments: { blue: 100 },
+    upstreamAuth: { mode },
+    statusForJob: true,
+  });
 }
 
 /** A step of this job against the sandbox: the sandbox's inputs, the job's environment, the checkout in dir. */
@@ -372,7 +326,7 @@ async function publishTokenGateway(): Promise<string> {
   );
   const scoringUri = await serveBlue("tokens");
   const token = await ml.endpointToken("tokens");
-  const config = parseGatewayConfig(configYaml(scoringUri, TOKEN_AUTH), "tokens.yaml");
+  const config = parseGatewayConfig(configYaml(scoringUri, "aml_token"), "tokens.yaml");
   const bundle = await compileConfigBundle(config, {
     mode: "local",
     keySnapshots: await fetchKeySnapshots(config, { fetch }),

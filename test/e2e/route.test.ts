@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Sandbox, startSandbox } from "../../src/sandbox/sandbox.ts";
 import { adminWorkspace } from "./admin-workspace.ts";
+import { sandboxGatewayYaml } from "./gateway-config.ts";
 import { runStep, runWithPost, type StepRun } from "./run-step.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -38,38 +39,14 @@ afterAll(async () => {
 });
 
 function configYaml(options: { blue: number; green: number; primary?: string }): string {
-  const { entra } = local;
-  return `
-description: credit through the local clouds
-issuers:
-  - name: entra
-    issuer: ${entra.issuer}
-    jwksUri: ${entra.jwksUri}
-    audiences: ["api://aml-edge"]
-    algorithms: [RS256]
-    maxTokenAgeSeconds: 3600
-    tenants: ["${entra.tenantId}"]
-policy:
-  roles:
-    scorer: ["score:credit"]
-  rules:
-    - name: scorers
-      match: { issuers: [entra], role: [Scoring.Invoke] }
-      roles: [scorer]
-routes:
-  - name: credit
-    path: /v1/credit/score
-    scoringUri: ${scoringUri}
-    deployments:
-      - name: blue
-        weight: ${options.blue}
-      - name: green
-        weight: ${options.green}
-    upstreamAuth:
-      mode: key
-      primarySecret: ${options.primary ?? "AML_KEY_PRIMARY"}
-      secondarySecret: AML_KEY_SECONDARY
-`;
+  return sandboxGatewayYaml(local, {
+    scoringUri,
+    deployments: { blue: options.blue, green: options.green },
+    upstreamAuth: {
+      mode: "key",
+      ...(options.primary === undefined ? {} : { primarySecret: options.primary }),
+    },
+  });
 }
 
 /** The Azure ML inputs that let a first publish read the endpoint's keys. */
