@@ -62,7 +62,7 @@ export async function runSandboxUp(settings: SandboxUpSettings, io: CliIo): Prom
     io.stdout("environment for a job step (sh):");
     for (const [name, value] of Object.entries(sandbox.environment()))
       io.stdout(`  export ${name}='${value}'`);
-    io.stdout("action inputs (deploy-model, route):");
+    io.stdout("action inputs (deploy-model, route, rotate-keys):");
     for (const [name, value] of Object.entries(sandbox.inputs())) io.stdout(`  ${name}: ${value}`);
     io.stdout(`Key Vault: ${sandbox.keyVault.vaultUrl}`);
     io.stdout(`Cloudflare API: ${sandbox.cloudflare.apiUrl}`);

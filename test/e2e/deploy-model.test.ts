@@ -250,7 +250,7 @@ describe("deploy-model, bundled, against the local Azure", () => {
     const unknown = await runStep({ command: "deploy-everything" }, UMBRELLA);
     expect(unknown.code).toBe(1);
     expect(unknown.stdout).toContain(
-      '::error::Input `command`: "deploy-everything" is not a command; accepted: deploy-model, route.',
+      '::error::Input `command`: "deploy-everything" is not a command; accepted: deploy-model, route, rotate-keys.',
     );
     const step = await runStep({ command: "deploy-model", model: "azureml:credit:2" }, UMBRELLA);
     expect(step.code, step.stdout).toBe(0);
