@@ -225,10 +225,12 @@ describe("deploy-model, bundled, against the local Azure", () => {
     expect(sandbox.onlineEndpoint("credit")?.traffic).toEqual({ blue: 100 });
   }, 120_000);
 
-  it("a 60-second deployment outlives 20-second GitHub tokens: the credential fetches new ones as it goes", async () => {
+  it("a 65-second deployment outlives 20-second GitHub tokens: the credential fetches new ones as it goes", async () => {
     github.setLifetime(20);
     entra.setAccessTokenLifetime(30);
-    sandbox.faults.slowProvisioning("green", 60_000);
+    // 65 s, not 60: the action's clock starts after the PUT that starts the sandbox's, so a 60-second deployment
+    // could finish just before the action's 1-minute progress line is due, and the line would race the end.
+    sandbox.faults.slowProvisioning("green", 65_000);
     const issuedBefore = github.issued;
     try {
       const step = await runStep({ model: "azureml:credit:2" });
