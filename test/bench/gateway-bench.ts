@@ -59,6 +59,11 @@ interface PhaseResult {
   /** CPU milliseconds spent by workerd and by this Node process (load generator and stand-ins) in the phase. */
   workerdCpuMs: number;
   nodeCpuMs: number;
+  /**
+   * Share of this machine's CPU used in the phase by processes other than this benchmark (from /proc/stat, clamped
+   * at 0; accounting differences leave a few percent of slack). Contention from outside the VM does not show here.
+   */
+  otherCpuShare: number;
 }
 
 async function main(): Promise<void> {
@@ -205,7 +210,8 @@ async function main(): Promise<void> {
           `round ${round + 1} ${side.padEnd(11)} ${result.requests} requests in ${result.wallMs.toFixed(0)} ms: ` +
             `${((result.requests / result.wallMs) * 1000).toFixed(0)} req/s, p50 ${percentile(result.latenciesMs, 0.5).toFixed(2)} ms, ` +
             `p99 ${percentile(result.latenciesMs, 0.99).toFixed(2)} ms, CPU/request workerd ${((result.workerdCpuMs / result.requests) * 1000).toFixed(0)} µs ` +
-            `node ${((result.nodeCpuMs / result.requests) * 1000).toFixed(0)} µs, failures ${result.failures}`,
+            `node ${((result.nodeCpuMs / result.requests) * 1000).toFixed(0)} µs, ` +
+            `other processes ${(result.otherCpuShare * 100).toFixed(0)}% of the machine, failures ${result.failures}`,
         );
       }
     }
@@ -266,6 +272,7 @@ async function runPhase(
   const latenciesMs: number[] = [];
   let next = 0;
   let failures = 0;
+  const machineBefore = machineCpuMs();
   const workerdBefore = workerdCpuMs();
   const nodeBefore = process.cpuUsage();
   const started = performance.now();
@@ -288,28 +295,61 @@ async function runPhase(
   await Promise.all(Array.from({ length: concurrency }, lane));
   const wallMs = performance.now() - started;
   const node = process.cpuUsage(nodeBefore);
+  const workerd = workerdCpuMs() - workerdBefore;
+  const nodeMs = (node.user + node.system) / 1000;
+  const machineAfter = machineCpuMs();
+  const otherMs = machineAfter.busyMs - machineBefore.busyMs - workerd - nodeMs;
   return {
     requests: latenciesMs.length,
     wallMs,
     latenciesMs,
     failures,
-    workerdCpuMs: workerdCpuMs() - workerdBefore,
-    nodeCpuMs: (node.user + node.system) / 1000,
+    workerdCpuMs: workerd,
+    nodeCpuMs: nodeMs,
+    otherCpuShare: machineAfter.cores > 0 ? Math.max(otherMs, 0) / (machineAfter.cores * wallMs) : 0,
   };
 }
 
-/** CPU time of every workerd process on this machine (user + system), from /proc; 0 where /proc is absent. */
+/** Busy CPU milliseconds of the whole machine (user, nice, system) and its number of CPUs, from /proc/stat. */
+function machineCpuMs(): { busyMs: number; cores: number } {
+  try {
+    const lines = readFileSync("/proc/stat", "utf8").split("\n");
+    const [user = 0, nice = 0, system = 0] = (lines[0] ?? "").trim().split(/\s+/).slice(1).map(Number);
+    const cores = lines.filter((line) => /^cpu[0-9]+ /.test(line)).length;
+    return { busyMs: ((user + nice + system) * 1000) / CLOCK_TICKS_PER_SECOND, cores };
+  } catch {
+    return { busyMs: 0, cores: 0 };
+  }
+}
+
+/** Whether this kernel has per-thread schedstat (nanoseconds) rather than only ticks (10 ms). Decided once. */
+const SCHEDSTAT = (() => {
+  try {
+    return readFileSync("/proc/self/schedstat", "utf8").split(" ").length >= 3;
+  } catch {
+    return false;
+  }
+})();
+
+/**
+ * CPU milliseconds of this run's workerd: the one Miniflare started below this process, not any other workerd on
+ * the machine (another session's sandbox, say). Summed over its threads from schedstat where the kernel has it,
+ * else user + system ticks; 0 without /proc.
+ */
 function workerdCpuMs(): number {
-  let ticks = 0;
+  const parents = new Map<string, string>();
+  const workerds: { pid: string; ticks: number }[] = [];
   try {
     for (const pid of readdirSync("/proc")) {
       if (!/^[0-9]+$/.test(pid)) continue;
       try {
         const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
         const close = stat.lastIndexOf(")");
-        if (!stat.slice(0, close).includes("(workerd")) continue;
         const fields = stat.slice(close + 2).split(" ");
-        ticks += Number(fields[11]) + Number(fields[12]);
+        parents.set(pid, fields[1] ?? "0");
+        if (stat.slice(0, close).includes("(workerd")) {
+          workerds.push({ pid, ticks: Number(fields[11]) + Number(fields[12]) });
+        }
       } catch {
         // The process ended between the listing and the read.
       }
@@ -317,7 +357,34 @@ function workerdCpuMs(): number {
   } catch {
     return 0;
   }
-  return (ticks * 1000) / CLOCK_TICKS_PER_SECOND;
+  const ours = (pid: string): boolean => {
+    for (
+      let current = parents.get(pid);
+      current !== undefined && current !== "0";
+      current = parents.get(current)
+    ) {
+      if (current === String(process.pid)) return true;
+    }
+    return false;
+  };
+  let ms = 0;
+  for (const { pid, ticks } of workerds) {
+    if (!ours(pid)) continue;
+    ms += SCHEDSTAT ? threadRunTimeMs(pid) : (ticks * 1000) / CLOCK_TICKS_PER_SECOND;
+  }
+  return ms;
+}
+
+function threadRunTimeMs(pid: string): number {
+  let ns = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return ns / 1e6;
 }
 
 function median(values: readonly number[]): number {
