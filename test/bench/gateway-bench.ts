@@ -8,6 +8,8 @@
 import { readdirSync, readFileSync } from "node:fs";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { Miniflare } from "miniflare";
 import { bundleGateway, bundleWorker } from "../../src/build/gateway-bundle.ts";
 import { compileConfigBundle, fetchKeySnapshots } from "../../src/config/index.ts";
@@ -20,8 +22,9 @@ import { startTokenIssuer } from "../../src/sandbox/token-issuer.ts";
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
 const REQUESTS_PER_PHASE = Number(process.env.BENCH_REQUESTS ?? 2000);
 // Many short alternating rounds: two cores are shared by workerd, the load and the stand-ins, and scheduling
-// noise between single long phases was as large as the effect being measured.
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8);
+// noise between single long phases was as large as the effect being measured. Even so one round's ratio varies by
+// ±0.1 on a quiet machine, so the median of 8 moved by about ±0.04 from run to run; 16 halve the variance.
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 16);
 const WARMUP_REQUESTS = 500;
 const SUBJECTS_PER_ISSUER = 100;
 const MAX_WALL_MS = 240_000;
@@ -198,6 +201,9 @@ async function main(): Promise<void> {
     for (let round = 0; round < ROUNDS; round += 1) {
       const order = round % 2 === 0 ? ["gateway", "passthrough"] : ["passthrough", "gateway"];
       for (const side of order) {
+        // This process is the load generator and both stand-ins for either side; collecting its garbage between
+        // phases keeps one side's allocations from being collected, and paid for, in the other side's phase.
+        collectGarbage();
         const result = await runPhase(
           side === "gateway" ? gatewayUrl : passthroughUrl,
           tokens,
@@ -385,6 +391,17 @@ function threadRunTimeMs(pid: string): number {
     }
   }
   return ns / 1e6;
+}
+
+let gc: (() => void) | undefined;
+
+/** A full collection of this process's heap (gc() without starting Node with --expose-gc). */
+function collectGarbage(): void {
+  if (gc === undefined) {
+    setFlagsFromString("--expose-gc");
+    gc = runInNewContext("gc") as () => void;
+  }
+  gc();
 }
 
 function median(values: readonly number[]): number {
