@@ -2,20 +2,19 @@
 // GITHUB_OUTPUT, GITHUB_STEP_SUMMARY and the OIDC request variables, against the local Azure: the GitHub OIDC token
 // service, Entra checking the federated credential, ARM for Azure ML, Azurite as the default datastore, and ONNX
 // Runtime serving what was deployed. Only configuration (inputs, NODE_EXTRA_CA_CERTS) points the action at it.
-import { spawn } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createMlClient, MlWorkspace } from "../../src/azure/ml.ts";
-import { systemClock } from "../../src/azure/retry.ts";
 import { type ArmSandbox, AZURITE_ACCOUNT_KEY } from "../../src/sandbox/arm/index.ts";
-import { ARM_RESOURCE, type Entra } from "../../src/sandbox/entra.ts";
+import type { Entra } from "../../src/sandbox/entra.ts";
 import type { GitHubOidc } from "../../src/sandbox/github-oidc.ts";
 import { creditSampleRows } from "../../src/sandbox/models/sample-rows.ts";
 import { loadOnnxModel, SANDBOX_MODELS_ROOT } from "../../src/sandbox/onnx-model.ts";
 import { SANDBOX_CLIENT_ID, type Sandbox, startSandbox } from "../../src/sandbox/sandbox.ts";
+import { adminWorkspace as sandboxAdminWorkspace } from "./admin-workspace.ts";
+import { runStep as runBundledStep, type StepResult } from "./run-step.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BUNDLE = join(ROOT, "dist/deploy-model/index.js");
@@ -25,6 +24,8 @@ const CLIENT_ID = SANDBOX_CLIENT_ID;
 
 let dir: string;
 let local: Sandbox;
+/** The workspace as an administrator's script sees it: to set traffic and read keys around the action's runs. */
+const adminWorkspace = () => sandboxAdminWorkspace(local);
 let caFile: string;
 let github: GitHubOidc;
 let entra: Entra;
@@ -45,90 +46,27 @@ afterAll(async () => {
   if (dir !== undefined) await rm(dir, { recursive: true, force: true });
 });
 
-interface StepResult {
-  code: number | null;
-  stdout: string;
-  outputs: Record<string, string>;
-  summary: string;
-}
-
-/** Runs the bundle as a workflow step: inputs as INPUT_<NAME>, outputs and summary through their files. */
-async function runStep(inputs: Record<string, string>, bundle = BUNDLE): Promise<StepResult> {
-  const step = await mkdtemp(join(dir, "step-"));
-  const outputFile = join(step, "output");
-  const summaryFile = join(step, "summary");
-  await writeFile(outputFile, "");
-  await writeFile(summaryFile, "");
-  const all: Record<string, string> = {
-    "client-id": CLIENT_ID,
-    "tenant-id": entra.tenantId,
-    "subscription-id": sandbox.subscriptionId,
-    "resource-group": sandbox.resourceGroup,
-    workspace: sandbox.workspace,
-    endpoint: "credit",
-    "arm-endpoint": sandbox.endpoint,
-    "authority-host": entra.authorityHost,
-    "blob-endpoint": sandbox.blobServiceUrl ?? "",
-    "timeout-minutes": "5",
-    ...inputs,
-  };
-  const env: Record<string, string> = {
-    PATH: process.env.PATH ?? "",
-    ...github.env(),
-    NODE_EXTRA_CA_CERTS: caFile,
-    GITHUB_OUTPUT: outputFile,
-    GITHUB_STEP_SUMMARY: summaryFile,
-    GITHUB_WORKSPACE: ROOT,
-  };
-  // The runner's naming: INPUT_ + the name upper-cased, hyphens kept.
-  for (const [name, value] of Object.entries(all)) env[`INPUT_${name.toUpperCase()}`] = value;
-  const child = spawn(process.execPath, [bundle], { cwd: step, env, stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  child.stdout.on("data", (chunk: Buffer) => {
-    stdout += chunk.toString();
-  });
-  child.stderr.on("data", (chunk: Buffer) => {
-    stdout += chunk.toString();
-  });
-  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
-  return {
-    code,
-    stdout,
-    outputs: parseOutputs(await readFile(outputFile, "utf8")),
-    summary: await readFile(summaryFile, "utf8"),
-  };
-}
-
-/** GITHUB_OUTPUT's heredoc form, as @actions/core writes it: `name<<DELIM\nvalue\nDELIM`. */
-function parseOutputs(text: string): Record<string, string> {
-  const outputs: Record<string, string> = {};
-  const pattern = /^([^<\n]+)<<(\S+)\n([\s\S]*?)\n\2$/gm;
-  for (const match of text.matchAll(pattern)) outputs[match[1] ?? ""] = match[3] ?? "";
-  return outputs;
-}
-
-/** The workspace as an administrator's script sees it: to set traffic and read keys around the action's runs. */
-function adminWorkspace(): MlWorkspace {
-  return new MlWorkspace({
-    client: createMlClient({
-      credential: {
-        getToken: async () => ({
-          token: await entra.issueAppToken({ audience: ARM_RESOURCE, clientId: CLIENT_ID }),
-          expiresOnTimestamp: Date.now() + 3600_000,
-        }),
-      },
-      subscriptionId: sandbox.subscriptionId,
-      armEndpoint: sandbox.endpoint,
-    }),
-    armEndpoint: sandbox.endpoint,
-    subscriptionId: sandbox.subscriptionId,
-    resourceGroup: sandbox.resourceGroup,
-    workspace: sandbox.workspace,
-    deadline: Date.now() + 60_000,
-    clock: systemClock,
-    logger: { debug() {}, info() {}, warning() {}, startGroup() {}, endGroup() {} },
-    setSecret() {},
-    pollIntervalMs: 100,
+/** Runs the bundle as a workflow step (run-step.ts), with the deploy-model inputs that point it at the sandbox. */
+function runStep(inputs: Record<string, string>, bundle = BUNDLE): Promise<StepResult> {
+  return runBundledStep({
+    bundle,
+    inputs: {
+      "client-id": CLIENT_ID,
+      "tenant-id": entra.tenantId,
+      "subscription-id": sandbox.subscriptionId,
+      "resource-group": sandbox.resourceGroup,
+      workspace: sandbox.workspace,
+      endpoint: "credit",
+      "arm-endpoint": sandbox.endpoint,
+      "authority-host": entra.authorityHost,
+      "blob-endpoint": sandbox.blobServiceUrl ?? "",
+      "timeout-minutes": "5",
+      ...inputs,
+    },
+    env: { ...github.env(), NODE_EXTRA_CA_CERTS: caFile },
+    // The checkout: model folders are given relative to it, as a workflow gives them.
+    workspace: ROOT,
+    filesDir: dir,
   });
 }
 

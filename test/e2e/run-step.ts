@@ -21,8 +21,10 @@ export interface StepRun {
   inputs: Record<string, string>;
   /** What the job adds to the step's environment (the OIDC request variables, NODE_EXTRA_CA_CERTS). */
   env: Record<string, string>;
-  /** GITHUB_WORKSPACE, and where each step's files are made. */
+  /** GITHUB_WORKSPACE, and where each step's files are made unless `filesDir` says otherwise. */
   workspace: string;
+  /** Where each step's files (output, summary, state) are made, when the workspace is the checkout itself. */
+  filesDir?: string;
   /** The main step's state, for a post step. */
   state?: Record<string, string>;
 }
@@ -42,7 +44,7 @@ export interface StepResult {
 
 export async function runStep(run: StepRun): Promise<StepResult> {
   const started = Date.now();
-  const step = await mkdtemp(join(run.workspace, "step-"));
+  const step = await mkdtemp(join(run.filesDir ?? run.workspace, "step-"));
   const files = { output: join(step, "output"), summary: join(step, "summary"), state: join(step, "state") };
   for (const file of Object.values(files)) await writeFile(file, "");
   const env: Record<string, string> = {
