@@ -8,8 +8,6 @@
 import { readdirSync, readFileSync } from "node:fs";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
 import { Miniflare } from "miniflare";
 import { bundleGateway, bundleWorker } from "../../src/build/gateway-bundle.ts";
 import { compileConfigBundle, fetchKeySnapshots } from "../../src/config/index.ts";
@@ -201,9 +199,6 @@ async function main(): Promise<void> {
     for (let round = 0; round < ROUNDS; round += 1) {
       const order = round % 2 === 0 ? ["gateway", "passthrough"] : ["passthrough", "gateway"];
       for (const side of order) {
-        // This process is the load generator and both stand-ins for either side; collecting its garbage between
-        // phases keeps one side's allocations from being collected, and paid for, in the other side's phase.
-        collectGarbage();
         const result = await runPhase(
           side === "gateway" ? gatewayUrl : passthroughUrl,
           tokens,
@@ -391,17 +386,6 @@ function threadRunTimeMs(pid: string): number {
     }
   }
   return ns / 1e6;
-}
-
-let gc: (() => void) | undefined;
-
-/** A full collection of this process's heap (gc() without starting Node with --expose-gc). */
-function collectGarbage(): void {
-  if (gc === undefined) {
-    setFlagsFromString("--expose-gc");
-    gc = runInNewContext("gc") as () => void;
-  }
-  gc();
 }
 
 function median(values: readonly number[]): number {
