@@ -29,8 +29,9 @@ export function readClientHeaders(headers: Headers): ClientHeaders {
     if (tokenLikeHeader === undefined && name !== "authorization" && TOKEN_LIKE.test(value)) {
       tokenLikeHeader = name;
     }
-    // Headers.get joins repeated headers with ", "; so does this (only Set-Cookie is ever handed over twice).
-    const earlier = values.get(name);
+    // Headers.get joins repeated headers with ", "; so does this. Only Set-Cookie is ever handed over twice (every
+    // other name arrives already joined), so only it needs the second lookup.
+    const earlier = name === "set-cookie" ? values.get(name) : undefined;
     values.set(name, earlier === undefined ? value : `${earlier}, ${value}`);
   });
   return { get: (name) => values.get(name) ?? null, tokenLikeHeader };
