@@ -23238,7 +23238,7 @@ function readClientHeaders(headers) {
     if (tokenLikeHeader === void 0 && name2 !== "authorization" && TOKEN_LIKE.test(value)) {
       tokenLikeHeader = name2;
     }
-    const earlier = values.get(name2);
+    const earlier = name2 === "set-cookie" ? values.get(name2) : void 0;
     values.set(name2, earlier === void 0 ? value : `${earlier}, ${value}`);
   });
   return { get: (name2) => values.get(name2) ?? null, tokenLikeHeader };
