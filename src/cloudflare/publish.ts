@@ -274,7 +274,7 @@ export async function publishGateway(request: PublishRequest): Promise<PublishRe
  * Creates a deployment; when Cloudflare blocks it only because secrets changed since one of its versions (10220),
  * deploys again with force: the versions are exactly the ones asked for, and the changed secrets are the point.
  */
-async function deployWithForceOnSecretChange(
+export async function deployWithForceOnSecretChange(
   api: CloudflareApi,
   script: string,
   versions: DeploymentVersion[],

@@ -4,9 +4,9 @@
 // per version; the status route read through the edge pinned to one version with Cloudflare's override header.
 import type { CloudflareApi, WorkerVersion } from "../cloudflare/api.ts";
 import { VERSION_OVERRIDE_HEADER, waitForEdgeConfig } from "../cloudflare/edge.ts";
-import { CF_CODES, CloudflareApiError } from "../cloudflare/errors.ts";
 import {
   boundConfig,
+  deployWithForceOnSecretChange,
   GATEWAY_COMPATIBILITY_DATE,
   GATEWAY_MODULE_NAME,
   readLiveGateway,
@@ -53,15 +53,7 @@ export function cloudflareGatewayPlane(options: CloudflareGatewayOptions): Gatew
   let lastPublished: { versionId: string; configVersion: string; servesAll: boolean }[] = [];
 
   const deploy = async (versions: { version_id: string; percentage: number }[], message: string) => {
-    try {
-      await api.createDeployment(script, { versions, message });
-    } catch (error) {
-      // Cloudflare blocks a deployment naming a version older than a secret change (10220); these versions are the
-      // ones intended, so deploy them anyway, as `wrangler rollback` does.
-      if (!(error instanceof CloudflareApiError && error.has(CF_CODES.secretsChangedSinceVersion)))
-        throw error;
-      await api.createDeployment(script, { versions, message, force: true });
-    }
+    await deployWithForceOnSecretChange(api, script, versions, message, options.logger);
   };
 
   return {

@@ -14,9 +14,11 @@
 // successor with the same percentages: the new credential reaches both at once and the split stays as it was.
 // Secrets change only through new versions, never through Cloudflare's secrets endpoint (which fails with 10215
 // during a split and deploys at once otherwise).
+import type { EndpointToken } from "../azure/ml.ts";
 import { compileConfigBundle } from "../config/compile.ts";
 import { keyFingerprint } from "../config/fingerprint.ts";
-import type { ConfigBundle, GatewayConfig, RouteConfig } from "../config/schema.ts";
+import type { ConfigBundle, GatewayConfig } from "../config/schema.ts";
+import { routesCalling } from "../config/scoring-uri.ts";
 
 export type KeySlot = "primary" | "secondary";
 
@@ -63,13 +65,6 @@ export interface GatewayStatus {
       | { mode: "key"; active: KeySlot; primary: string; secondary: string }
       | { mode: "aml_token"; token: string };
   }[];
-}
-
-export interface EndpointToken {
-  accessToken: string;
-  tokenType: string | undefined;
-  expiresAt: Date | undefined;
-  refreshAfter: Date | undefined;
 }
 
 /** The Azure ML side: one endpoint. */
@@ -125,15 +120,6 @@ export class RotationError extends Error {
 
 const REFRESH_AFTER_SUFFIX = "_REFRESH_AFTER";
 
-function sameUri(a: string, b: string): boolean {
-  return a.replace(/\/+$/, "").toLowerCase() === b.replace(/\/+$/, "").toLowerCase();
-}
-
-/** The routes of a config that call the endpoint. */
-function endpointRoutes(config: GatewayConfig, scoringUri: string): RouteConfig[] {
-  return config.routes.filter((route) => sameUri(route.scoringUri, scoringUri));
-}
-
 const other = (slot: KeySlot): KeySlot => (slot === "primary" ? "secondary" : "primary");
 
 interface RouteAuthSummary {
@@ -149,7 +135,7 @@ interface RouteAuthSummary {
 function liveAuth(live: LiveGatewayVersion[], scoringUri: string, endpoint: string): RouteAuthSummary {
   const seen = new Map<string, RouteAuthSummary>();
   for (const version of live) {
-    for (const route of endpointRoutes(version.bundle.config, scoringUri)) {
+    for (const route of routesCalling(version.bundle.config, scoringUri)) {
       const auth = route.upstreamAuth;
       const summary: RouteAuthSummary =
         auth.mode === "key"
@@ -190,7 +176,7 @@ function liveAuth(live: LiveGatewayVersion[], scoringUri: string, endpoint: stri
 /** The config with every route on the endpoint sending `slot`. */
 function withActive(config: GatewayConfig, scoringUri: string, slot: KeySlot): GatewayConfig {
   const copy = structuredClone(config);
-  for (const route of endpointRoutes(copy, scoringUri)) {
+  for (const route of routesCalling(copy, scoringUri)) {
     if (route.upstreamAuth.mode === "key") route.upstreamAuth.active = slot;
   }
   return copy;
@@ -216,7 +202,7 @@ export async function rotateEndpointCredentials(options: RotateOptions): Promise
   const previous = live.map(({ versionId, percentage }) => ({ versionId, percentage }));
   const auth = liveAuth(live, scoringUri, endpoint.name);
   const routeNames = new Set(
-    live.flatMap((version) => endpointRoutes(version.bundle.config, scoringUri).map((route) => route.name)),
+    live.flatMap((version) => routesCalling(version.bundle.config, scoringUri).map((route) => route.name)),
   );
   const steps: RotationStep[] = [];
 

@@ -13,3 +13,15 @@ export function jobLabel(env: Readonly<Record<string, string | undefined>>): str
   if (env.GITHUB_REPOSITORY === undefined || env.GITHUB_RUN_ID === undefined) return "local run";
   return `${env.GITHUB_REPOSITORY} run ${env.GITHUB_RUN_ID}.${env.GITHUB_RUN_ATTEMPT ?? "1"}`;
 }
+
+/** A version message's parts followed by the commit and the run it came from, as Cloudflare shows `workers/message`. */
+export function withJobContext(
+  parts: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+): string {
+  const all = [...parts];
+  if (env.GITHUB_SHA !== undefined && env.GITHUB_SHA !== "") all.push(`commit ${env.GITHUB_SHA}`);
+  const run = runUrl(env);
+  if (run !== undefined) all.push(`run ${run}`);
+  return all.join("; ");
+}

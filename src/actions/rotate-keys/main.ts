@@ -12,6 +12,7 @@ import { ConfigurationError } from "../../azure/errors.ts";
 import { createMlClient, MlWorkspace } from "../../azure/ml.ts";
 import { describeDeployment, type LiveGateway, readLiveGateway } from "../../cloudflare/publish.ts";
 import { systemClock } from "../../cloudflare/time.ts";
+import { routesCalling } from "../../config/scoring-uri.ts";
 import { cloudflareGatewayPlane, edgeStatus } from "../../rollout/gateway-plane.ts";
 import {
   type EndpointPort,
@@ -30,7 +31,7 @@ import {
 import { reportFailure } from "../common/errors.ts";
 import { actionsInputs, type InputReader } from "../common/inputs.ts";
 import { actionsLogger } from "../common/logger.ts";
-import { runUrl } from "../common/run.ts";
+import { withJobContext } from "../common/run.ts";
 import { writeSummary } from "../common/summary.ts";
 import { type RotateKeysSettings, readRotateKeysSettings } from "./settings.ts";
 
@@ -182,9 +183,9 @@ export async function rotateKeys(
   // after a key was regenerated.
   const liveStatus = await status.status(first.version_id);
   const routeNames = new Set(
-    before.bundle?.config.routes
-      .filter((route) => sameUri(route.scoringUri, scoringUri))
-      .map((route) => route.name) ?? [],
+    before.bundle === undefined
+      ? []
+      : routesCalling(before.bundle.config, scoringUri).map((route) => route.name),
   );
   const statusBefore = liveStatus.routes.filter((route) => routeNames.has(route.name));
 
@@ -212,17 +213,9 @@ export async function rotateKeys(
   return { settings, scoringUri, before, statusBefore, rotation, after, credential };
 }
 
-function sameUri(a: string, b: string): boolean {
-  return a.replace(/\/+$/, "").toLowerCase() === b.replace(/\/+$/, "").toLowerCase();
-}
-
 /** `workers/message` of each version published: what was rotated, from which commit and run. */
 export function versionMessage(endpoint: string, env: Readonly<Record<string, string | undefined>>): string {
-  const parts = [`aml-edge rotate-keys: endpoint ${endpoint}`];
-  if (env.GITHUB_SHA !== undefined && env.GITHUB_SHA !== "") parts.push(`commit ${env.GITHUB_SHA}`);
-  const run = runUrl(env);
-  if (run !== undefined) parts.push(`run ${run}`);
-  return parts.join("; ");
+  return withJobContext([`aml-edge rotate-keys: endpoint ${endpoint}`], env);
 }
 
 function setRotationOutputs(result: RotateKeysResult, deps: RotateKeysDependencies): void {

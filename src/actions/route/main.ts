@@ -28,6 +28,7 @@ import { compileConfigBundle } from "../../config/compile.ts";
 import { type ConfigDiff, diffGatewayConfigs, formatConfigDiffMarkdown } from "../../config/diff.ts";
 import { ConfigError } from "../../config/errors.ts";
 import type { ConfigBundle, GatewayConfig } from "../../config/schema.ts";
+import { sameScoringUri } from "../../config/scoring-uri.ts";
 import { fetchKeySnapshots, KeySnapshotError } from "../../config/snapshot.ts";
 import {
   type CloudflareDependencies,
@@ -40,7 +41,7 @@ import {
 import { ConfigurationError, reportFailure } from "../common/errors.ts";
 import { actionsInputs, type InputReader } from "../common/inputs.ts";
 import { actionsLogger, type Logger } from "../common/logger.ts";
-import { runUrl } from "../common/run.ts";
+import { withJobContext } from "../common/run.ts";
 import { writeSummary } from "../common/summary.ts";
 import { formatWeights, type PreparedConfig, prepareConfig } from "./config.ts";
 import { azureMlEndpoint, type RouteSettings, readRouteSettings } from "./settings.ts";
@@ -303,18 +304,6 @@ async function secretsForMissingBindings(
   return secrets;
 }
 
-function sameScoringUri(a: string, b: string): boolean {
-  const normalize = (uri: string) => {
-    try {
-      const url = new URL(uri);
-      return `${url.origin}${url.pathname.replace(/\/+$/, "")}`.toLowerCase();
-    } catch {
-      return uri;
-    }
-  };
-  return normalize(a) === normalize(b);
-}
-
 /** The previous deployment back in place after the edge failed to serve the new one, when allowed and possible. */
 async function restoreAfterFailedWait(
   error: unknown,
@@ -360,10 +349,7 @@ export function versionMessage(
 ): string {
   const parts = [`aml-edge route: config ${configVersion}`];
   if (model !== undefined && model.trim() !== "") parts.push(`model ${model.trim()}`);
-  if (env.GITHUB_SHA !== undefined && env.GITHUB_SHA !== "") parts.push(`commit ${env.GITHUB_SHA}`);
-  const run = runUrl(env);
-  if (run !== undefined) parts.push(`run ${run}`);
-  return parts.join("; ");
+  return withJobContext(parts, env);
 }
 
 async function writeRouteSummary(result: RouteResult, deps: RouteDependencies): Promise<void> {
