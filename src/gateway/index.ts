@@ -89,11 +89,7 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
       if (request.method !== "GET") throw new Denial("method_not_allowed", ["GET"]);
       if (!grants.has("read-status")) throw new Denial("no_permission");
       const document = await statusDocument(runtime, env);
-      const headers = {
-        "cache-control": "no-store",
-        "x-request-id": requestId,
-        "x-aml-edge-config": runtime.version,
-      };
+      const headers = { "cache-control": "no-store", ...gatewayHeaders(requestId, runtime.version) };
       return respond(Response.json(document, { headers }), "status_served");
     }
 
@@ -130,8 +126,7 @@ async function handle(request: Request, env: GatewayEnv, ctx: ExecutionContext):
       forwardHeaders: config.forwardHeaders,
       body,
       responseHeaders: {
-        "x-request-id": requestId,
-        "x-aml-edge-config": runtime.version,
+        ...gatewayHeaders(requestId, runtime.version),
         "x-aml-edge-deployment": assignment.deployment,
       },
     });
@@ -213,14 +208,18 @@ function finishRecord(
   };
 }
 
+/** What every response of the gateway carries: the request's id and the config version that answered it. */
+function gatewayHeaders(requestId: string, configVersion: string): Record<string, string> {
+  return { "x-request-id": requestId, "x-aml-edge-config": configVersion };
+}
+
 /** A refusal: fixed status and description from the reason, RFC 6750 challenge where a bearer token is involved. */
 function errorResponse(reason: ReasonCode, requestId: string, configVersion: string): Response {
   const info = REASONS[reason];
   const headers = new Headers({
     "content-type": "application/json",
     "cache-control": "no-store",
-    "x-request-id": requestId,
-    "x-aml-edge-config": configVersion,
+    ...gatewayHeaders(requestId, configVersion),
   });
   const bearerError = "bearerError" in info ? info.bearerError : undefined;
   if (info.status === 401 || bearerError !== undefined) {
