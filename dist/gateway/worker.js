@@ -23480,11 +23480,7 @@ async function handle(request, env, ctx) {
       if (request.method !== "GET") throw new Denial("method_not_allowed", ["GET"]);
       if (!grants.has("read-status")) throw new Denial("no_permission");
       const document = await statusDocument(runtime, env);
-      const headers = {
-        "cache-control": "no-store",
-        "x-request-id": requestId,
-        "x-aml-edge-config": runtime.version
-      };
+      const headers = { "cache-control": "no-store", ...gatewayHeaders(requestId, runtime.version) };
       return respond(Response.json(document, { headers }), "status_served");
     }
     const route = runtime.routesByPath.get(url2.pathname);
@@ -23517,8 +23513,7 @@ async function handle(request, env, ctx) {
       forwardHeaders: config2.forwardHeaders,
       body,
       responseHeaders: {
-        "x-request-id": requestId,
-        "x-aml-edge-config": runtime.version,
+        ...gatewayHeaders(requestId, runtime.version),
         "x-aml-edge-deployment": assignment.deployment
       }
     });
@@ -23577,13 +23572,15 @@ function finishRecord(record2, reason, status, started) {
     latencyMs: Math.round((performance.now() - started) * 1e3) / 1e3
   };
 }
+function gatewayHeaders(requestId, configVersion) {
+  return { "x-request-id": requestId, "x-aml-edge-config": configVersion };
+}
 function errorResponse(reason, requestId, configVersion) {
   const info = REASONS[reason];
   const headers = new Headers({
     "content-type": "application/json",
     "cache-control": "no-store",
-    "x-request-id": requestId,
-    "x-aml-edge-config": configVersion
+    ...gatewayHeaders(requestId, configVersion)
   });
   const bearerError = "bearerError" in info ? info.bearerError : void 0;
   if (info.status === 401 || bearerError !== void 0) {
