@@ -2,6 +2,7 @@
 // deployment, so that two deployments of "the same model" give measurably different answers, as a new model
 // version would. It sits behind the `ScoringModel` interface so that ONNX Runtime can replace it later without the
 // scoring server changing.
+import { mulberry32 } from "./models/sample-rows.ts";
 
 export interface Prediction {
   approved: boolean;
@@ -64,7 +65,7 @@ export interface CreditModelWeights {
  * name decides how), so the same name always gives the same model and different names give different models.
  */
 export function creditWeightsFor(deployment: string): CreditModelWeights {
-  const random = seededRandom(fnv1a(deployment));
+  const random = mulberry32(fnv1a(deployment));
   const weights = BASE_FEATURES.map((f) => round(f.weight * (1 + (random() - 0.5) * 0.5), 4));
   return { bias: round(BASE_BIAS + (random() - 0.5) * 0.4, 4), weights, threshold: 0.5 };
 }
@@ -152,16 +153,4 @@ function fnv1a(text: string): number {
     hash = Math.imul(hash, 0x01000193);
   }
   return hash >>> 0;
-}
-
-/** mulberry32: a tiny deterministic generator, enough to spread a seed over a few weights. */
-function seededRandom(seed: number): () => number {
-  let state = seed;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

@@ -54,7 +54,7 @@ function round(value: number, digits: number): number {
 }
 
 /** mulberry32: small, fast and identical on every platform, which is all a fixed sample needs. */
-function mulberry32(seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let state = seed >>> 0;
   return () => {
     state = (state + 0x6d2b79f5) >>> 0;
