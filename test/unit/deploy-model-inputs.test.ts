@@ -16,21 +16,9 @@ const core = vi.hoisted(() => ({
 }));
 
 vi.mock("@actions/core", async (importOriginal) => {
-  const actual = await importOriginal<typeof import("@actions/core")>();
+  const { stubbedCore } = await import("./actions-core-stub.ts");
   return {
-    ...actual,
-    setOutput: (name: string, value: string) => {
-      core.outputs[name] = value;
-    },
-    setFailed: (message: string) => {
-      core.failed.push(message);
-    },
-    setSecret: (secret: string) => {
-      core.secrets.push(secret);
-    },
-    debug: () => {},
-    info: () => {},
-    warning: () => {},
+    ...stubbedCore(await importOriginal<typeof import("@actions/core")>(), core),
     // The umbrella marks its main step in the step's state; these tests never run a post step through core.
     saveState: () => {},
     getState: () => "",

@@ -11,17 +11,8 @@ import { parse as parseYaml } from "yaml";
 
 const core = vi.hoisted(() => ({ failed: [] as string[] }));
 vi.mock("@actions/core", async (importOriginal) => {
-  const actual = await importOriginal<typeof import("@actions/core")>();
-  return {
-    ...actual,
-    setFailed: (message: string) => {
-      core.failed.push(message);
-    },
-    debug: () => {},
-    info: () => {},
-    warning: () => {},
-    setSecret: () => {},
-  };
+  const { stubbedCore } = await import("./actions-core-stub.ts");
+  return stubbedCore(await importOriginal<typeof import("@actions/core")>(), core);
 });
 
 const { run, route: _route } = await import("../../src/actions/route/main.ts");
