@@ -16,13 +16,16 @@ import { COMPATIBILITY_DATE } from "../../src/sandbox/gateway-runtime.ts";
 import { startLoopbackServer } from "../../src/sandbox/http-server.ts";
 import { startScoringServer } from "../../src/sandbox/scoring-server.ts";
 import { startTokenIssuer } from "../../src/sandbox/token-issuer.ts";
+import { collectWorkerdStdout } from "./workerd-stdout.ts";
 
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
 const REQUESTS_PER_PHASE = Number(process.env.BENCH_REQUESTS ?? 2000);
-// Many short alternating rounds: two cores are shared by workerd, the load and the stand-ins, and scheduling
-// noise between single long phases was as large as the effect being measured. Even so one round's ratio varies by
-// ±0.1 on a quiet machine, so the median of 8 moved by about ±0.04 from run to run; 16 halve the variance.
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 16);
+// Many alternating rounds: two cores are shared by workerd, the load and the stand-ins, and scheduling noise
+// between single long phases was as large as the effect being measured. Even so, with the pass-through on both
+// sides (an A/A run), one round's ratio had a standard deviation of about 0.2, and shorter phases were worse
+// (about 0.45 at 500 requests). The median of 16 rounds then moves by about ±0.06 from run to run; 32 take that
+// to about ±0.04 for some 50 s of running.
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 32);
 const WARMUP_REQUESTS = 500;
 const SUBJECTS_PER_ISSUER = 100;
 const MAX_WALL_MS = 240_000;
@@ -31,6 +34,7 @@ const CLOCK_TICKS_PER_SECOND = 100;
 const VERIFY_ITERATIONS = 4000;
 const VERIFY_WORKER = fileURLToPath(new URL("./verify-bench-worker.ts", import.meta.url));
 const BODY = JSON.stringify({ data: [[85, 0.25, 9, 0, 20, 6]] });
+const AUDIT_MARKER = '"type":"aml-edge.audit"';
 
 /** The baseline: no token, no policy, no audit; the same key injection and forwarding as the gateway. */
 const PASSTHROUGH_WORKER = `
@@ -148,8 +152,11 @@ async function main(): Promise<void> {
 
   const secrets = { AML_KEY_PRIMARY: scoring.keys.primary, AML_KEY_SECONDARY: scoring.keys.secondary };
   const outbound = { external: { address: `127.0.0.1:${new URL(server.origin).port}`, http: {} } };
+  // Audit lines are part of the gateway's work: workerd writes every one, and the benchmark counts them (one per
+  // gateway request) from a pipe it drains on a timer rather than one that wakes it per line (workerd-stdout.ts).
+  const workerdStdout = collectWorkerdStdout(AUDIT_MARKER);
   const miniflare = new Miniflare({
-    // Audit lines are part of the gateway's work; the benchmark reads and discards them.
+    // workerd's stdout is the pipe above, so only its stderr carries anything here.
     handleRuntimeStdio: (stdout: Readable, stderr: Readable) => {
       stdout.resume();
       stderr.resume();
@@ -199,6 +206,7 @@ async function main(): Promise<void> {
     for (let round = 0; round < ROUNDS; round += 1) {
       const order = round % 2 === 0 ? ["gateway", "passthrough"] : ["passthrough", "gateway"];
       for (const side of order) {
+        const auditBefore = workerdStdout.count();
         const result = await runPhase(
           side === "gateway" ? gatewayUrl : passthroughUrl,
           tokens,
@@ -206,6 +214,13 @@ async function main(): Promise<void> {
           REQUESTS_PER_PHASE,
           deadline,
         );
+        const auditLines = workerdStdout.count() - auditBefore;
+        const expected = side === "gateway" ? result.requests : 0;
+        if (auditLines !== expected) {
+          throw new Error(
+            `${side} phase of round ${round + 1}: ${auditLines} audit lines for ${expected} decisions`,
+          );
+        }
         (side === "gateway" ? gateway : passthrough).push(result);
         console.log(
           `round ${round + 1} ${side.padEnd(11)} ${result.requests} requests in ${result.wallMs.toFixed(0)} ms: ` +
@@ -256,7 +271,11 @@ async function main(): Promise<void> {
     );
     console.log(JSON.stringify(summary));
   } finally {
-    await miniflare.dispose();
+    try {
+      await miniflare.dispose();
+    } finally {
+      workerdStdout.close();
+    }
     await Promise.all([scoring.close(), corp.close(), github.close()]);
     await server.close();
   }
