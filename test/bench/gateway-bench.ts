@@ -257,6 +257,26 @@ async function main(): Promise<void> {
       `throughput ratio per round: ${roundRatios.map((ratio) => ratio.toFixed(3)).join(" ")}; ` +
         `median ${median(roundRatios).toFixed(3)}, pooled ${pooledRatio.toFixed(3)}`,
     );
+    // What the ratio would be if each side's rate followed its busier process (two free cores) or the two
+    // processes' total (cores shared or taken by the host): the measured ratio falls between, by the machine's state.
+    const perRequestUs = (phases: PhaseResult[], cpuMs: (phase: PhaseResult) => number) =>
+      median(phases.map((phase) => (cpuMs(phase) / phase.requests) * 1000));
+    const cpu = {
+      workerd: {
+        g: perRequestUs(gateway, (p) => p.workerdCpuMs),
+        p: perRequestUs(passthrough, (p) => p.workerdCpuMs),
+      },
+      node: {
+        g: perRequestUs(gateway, (p) => p.nodeCpuMs),
+        p: perRequestUs(passthrough, (p) => p.nodeCpuMs),
+      },
+    };
+    console.log(
+      `CPU per request, median of the phases: workerd ${cpu.workerd.g.toFixed(0)} µs gateway, ${cpu.workerd.p.toFixed(0)} µs ` +
+        `pass-through; Node ${cpu.node.g.toFixed(0)} µs, ${cpu.node.p.toFixed(0)} µs. Ratio if the busier process sets ` +
+        `the rate: ${(Math.max(cpu.workerd.p, cpu.node.p) / Math.max(cpu.workerd.g, cpu.node.g)).toFixed(3)}; ` +
+        `if the total does: ${((cpu.workerd.p + cpu.node.p) / (cpu.workerd.g + cpu.node.g)).toFixed(3)}`,
+    );
     const summary = {
       throughputRatio: round3(median(roundRatios)),
       addedP50Ms: round3(percentile(all(gateway), 0.5) - percentile(all(passthrough), 0.5)),
