@@ -23,8 +23,8 @@ const REQUESTS_PER_PHASE = Number(process.env.BENCH_REQUESTS ?? 2000);
 // Many alternating rounds: two cores are shared by workerd, the load and the stand-ins, and scheduling noise
 // between single long phases was as large as the effect being measured. Even so, with the pass-through on both
 // sides (an A/A run), one round's ratio had a standard deviation of about 0.2, and shorter phases were worse
-// (about 0.45 at 500 requests). The median of 16 rounds then moves by about ±0.06 from run to run; 32 take that
-// to about ±0.04 for some 50 s of running.
+// (about 0.45 at 500 requests). Six A/A runs of 32 rounds gave medians with a standard deviation of 0.033, for
+// some 50 s of running each; 16 rounds would leave about 1.4 times that.
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 32);
 const WARMUP_REQUESTS = 500;
 const SUBJECTS_PER_ISSUER = 100;
