@@ -39,7 +39,8 @@ export interface WorkerdStdout {
  * contain `marker`; a line split across two reads is joined first.
  */
 export function collectWorkerdStdout(marker: string): WorkerdStdout {
-  const workerd = process.env.MINIFLARE_WORKERD_PATH ?? workerdBinary();
+  const previous = process.env.MINIFLARE_WORKERD_PATH;
+  const workerd = previous ?? workerdBinary();
   const dir = mkdtempSync(join(tmpdir(), "aml-edge-bench-"));
   const fifo = join(dir, "stdout");
   try {
@@ -54,7 +55,6 @@ export function collectWorkerdStdout(marker: string): WorkerdStdout {
   const wrapper = join(dir, "workerd");
   writeFileSync(wrapper, '#!/bin/sh\nexec "$AML_EDGE_BENCH_WORKERD" "$@" >"$AML_EDGE_BENCH_STDOUT"\n');
   chmodSync(wrapper, 0o755);
-  const previous = process.env.MINIFLARE_WORKERD_PATH;
   process.env.AML_EDGE_BENCH_WORKERD = workerd;
   process.env.AML_EDGE_BENCH_STDOUT = fifo;
   process.env.MINIFLARE_WORKERD_PATH = wrapper;
