@@ -260,16 +260,16 @@ async function main(): Promise<void> {
     );
     // What the ratio would be if each side's rate followed its busier process (two free cores) or the two
     // processes' total (cores shared or taken by the host): the measured ratio falls between, by the machine's state.
-    const perRequestUs = (phases: PhaseResult[], cpuMs: (phase: PhaseResult) => number) =>
+    const medianUsPerRequest = (phases: PhaseResult[], cpuMs: (phase: PhaseResult) => number) =>
       median(phases.map((phase) => usPerRequest(phase, cpuMs(phase))));
     const cpu = {
       workerd: {
-        g: perRequestUs(gateway, (p) => p.workerdCpuMs),
-        p: perRequestUs(passthrough, (p) => p.workerdCpuMs),
+        g: medianUsPerRequest(gateway, (p) => p.workerdCpuMs),
+        p: medianUsPerRequest(passthrough, (p) => p.workerdCpuMs),
       },
       node: {
-        g: perRequestUs(gateway, (p) => p.nodeCpuMs),
-        p: perRequestUs(passthrough, (p) => p.nodeCpuMs),
+        g: medianUsPerRequest(gateway, (p) => p.nodeCpuMs),
+        p: medianUsPerRequest(passthrough, (p) => p.nodeCpuMs),
       },
     };
     console.log(
