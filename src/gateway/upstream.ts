@@ -130,7 +130,8 @@ export function buildUpstreamHeaders(client: ClientHeaders, call: UpstreamCall):
   }
   headers.authorization = `Bearer ${call.credential}`;
   headers["azureml-model-deployment"] = call.deployment;
-  // Azure's correlation header: the gateway's request id shows up in Azure ML's own logs.
+  // Azure's correlation header. Azure ML's traffic log (the AmlOnlineEndpointTrafficLog table) keeps it as
+  // XMSClientRequestId, so an audit record and Azure ML's line for the same call share this id.
   headers["x-ms-client-request-id"] = call.requestId;
   return headers;
 }

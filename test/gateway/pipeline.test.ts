@@ -47,12 +47,15 @@ describe("a served request", () => {
         "x-ms-client-principal-name": "admin@corp.example",
         "x-user-id": "admin",
         cookie: "session=abc",
+        "x-ms-client-request-id": "chosen-by-the-caller",
       },
     });
     expect(response.status).toBe(200);
     const [sent] = fx.scoring.requests;
     expect(sent?.headers.authorization).toBe(`Bearer ${fx.scoring.keys.primary}`);
     expect(sent?.headers["azureml-model-deployment"]).toBe(response.headers.get("x-aml-edge-deployment"));
+    // Azure ML logs this id with the call: it is the gateway's request id, never one the caller picked.
+    expect(sent?.headers["x-ms-client-request-id"]).toBe(response.headers.get("x-request-id"));
     const names = Object.keys(sent?.headers ?? {});
     for (const name of names) {
       expect(name).not.toMatch(/forwarded|x[-_]user|principal|cookie/i);
