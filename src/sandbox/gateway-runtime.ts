@@ -82,6 +82,13 @@ export interface StartGatewayOptions {
   /** How outbound requests are forwarded once allowed (e.g. a fetch that trusts the sandbox CA). Default: fetch. */
   forwardFetch?: typeof fetch;
   /**
+   * A loopback origin (`http://127.0.0.1:<port>`) that every outbound request goes to straight from workerd, as a
+   * deployed Worker's go straight to the network. Then nothing is recorded in `outbound`, but a call the Worker
+   * drops closes its connection, which the recording forwarder (a Node callback) cannot pass on. Default: the
+   * recording forwarder.
+   */
+  directOutbound?: string;
+  /**
    * Miniflare's default: on SIGINT or SIGTERM it stops workerd and exits the process at once, before any async
    * cleanup of the caller's can run. false removes those handlers; the caller then owns the signals and must
    * dispose() on them (workerd is still stopped when the process exits).
@@ -145,6 +152,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
   let configBundle = options.bundle;
   let secrets = checkSecrets(options.secrets, options.extraBindings, configBundle !== undefined);
   const forwardFetch = options.forwardFetch ?? fetch;
+  const direct = options.directOutbound === undefined ? undefined : directAddress(options.directOutbound);
 
   const records: AuditRecord[] = [];
   const waiters = new Set<{ predicate: (r: AuditRecord) => boolean; resolve: (r: AuditRecord) => void }>();
@@ -243,9 +251,12 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
         ...secrets,
         ...(configBundle === undefined ? {} : { [CONFIG_BINDING]: configBundle as unknown as Json }),
       },
-      outboundService,
+      outboundService: direct ?? outboundService,
     };
-    const additional = (options.additionalWorkers ?? []).map((worker) => ({ outboundService, ...worker }));
+    const additional = (options.additionalWorkers ?? []).map((worker) => ({
+      outboundService: direct ?? outboundService,
+      ...worker,
+    }));
     return {
       host: LOOPBACK_HOST,
       port: boundPort,
@@ -400,4 +411,21 @@ class CapturingLog extends Log {
   protected override log(message: string): void {
     this.#emit(message);
   }
+}
+
+/** Miniflare's `external` outbound for a loopback origin given as `directOutbound`; anything else is refused. */
+function directAddress(origin: string): { external: { address: string; http: Record<string, never> } } {
+  const url = URL.canParse(origin) ? new URL(origin) : undefined;
+  if (
+    url === undefined ||
+    url.protocol !== "http:" ||
+    !isLoopbackHostname(url.hostname) ||
+    url.port === "" ||
+    url.pathname !== "/"
+  ) {
+    throw new Error(
+      `startGateway: directOutbound must be a loopback origin such as http://127.0.0.1:8080, got ${JSON.stringify(origin)}`,
+    );
+  }
+  return { external: { address: url.host, http: {} } };
 }

@@ -71,6 +71,8 @@ export interface ScoringRequest {
   deployment?: string;
   /** The status answered, once answered. */
   status?: number;
+  /** Epoch milliseconds at which the caller went away while a delayed answer was pending (it got none). */
+  abandonedAt?: number;
 }
 
 /** What Azure ML's `POST .../token` returns for an `aml_token` endpoint; times are epoch seconds. */
@@ -212,7 +214,10 @@ export async function startScoringServer(options: ScoringServerOptions): Promise
       if (fault !== undefined) {
         fault.remaining -= 1;
         if (fault.remaining <= 0) faults.delete(deployment);
-        if (fault.delayMs !== undefined && !(await sleep(fault.delayMs, signal))) return;
+        if (fault.delayMs !== undefined && !(await sleep(fault.delayMs, signal))) {
+          record.abandonedAt = Date.now();
+          return;
+        }
         if (fault.status !== undefined) {
           const headers: Record<string, string> = { ...deploymentHeader };
           if (fault.retryAfterSeconds !== undefined) headers["retry-after"] = String(fault.retryAfterSeconds);

@@ -22,6 +22,12 @@ export interface FixtureOptions {
   configure?: (config: GatewayConfigInput) => void;
   /** Ship key snapshots in the bundle (the production path). Default true. */
   snapshot?: boolean;
+  /**
+   * Let workerd call the scoring stand-in directly, as a deployed Worker calls Azure ML, instead of through the
+   * sandbox's recording forwarder, so that a call the gateway drops closes its connection. Every outbound request
+   * then goes to the stand-in: key sets come only from the bundle's snapshot. Default false.
+   */
+  directUpstream?: boolean;
 }
 
 export interface GatewayFixture {
@@ -137,6 +143,7 @@ export async function startGatewayFixture(options: FixtureOptions = {}): Promise
   const gateway = await startGateway({
     bundle,
     secrets: { AML_KEY_PRIMARY: scoring.keys.primary, AML_KEY_SECONDARY: scoring.keys.secondary },
+    ...(options.directUpstream ? { directOutbound: new URL(scoring.url).origin } : {}),
   });
   corp.resetCounts();
   github.resetCounts();

@@ -253,3 +253,34 @@ describe("upstreamAuth mode aml_token", () => {
     await fx.expectRefused(response, { status: 502, error: null, reason: "upstream_credential_missing" });
   });
 });
+
+describe("a call past the route's timeout, with workerd calling the stand-in directly", () => {
+  let fx: GatewayFixture;
+  beforeAll(async () => {
+    fx = await startGatewayFixture({
+      directUpstream: true,
+      configure: (config) => {
+        const [route] = config.routes;
+        if (route) route.limits = { maxBodyBytes: 64 * 1024, timeoutMs: 500 };
+      },
+    });
+  });
+  afterAll(async () => {
+    await fx?.dispose();
+  });
+
+  it("is dropped at the limit: the client gets 504 and Azure ML sees its caller go away, not 3 s later", async () => {
+    fx.scoring.setFault("blue", { delayMs: 3_000 });
+    fx.scoring.setFault("green", { delayMs: 3_000 });
+    const response = await fx.score(await fx.token());
+    await expectUpstreamFailure(fx, response, { status: 504, reason: "upstream_timeout" });
+    await expect
+      .poll(() => fx.scoring.requests[0]?.abandonedAt, { timeout: 1_000, interval: 20 })
+      .toBeDefined();
+    const [call] = fx.scoring.requests;
+    const heldMs = (call?.abandonedAt ?? Number.POSITIVE_INFINITY) - (call?.time ?? 0);
+    expect(heldMs).toBeGreaterThanOrEqual(450);
+    expect(heldMs).toBeLessThan(1_500);
+    expect(fx.scoring.requests).toHaveLength(1);
+  });
+});

@@ -196,6 +196,44 @@ describe("gateway runtime (Miniflare harness)", () => {
     ).rejects.toThrow(/AML_EDGE_CONFIG/);
   });
 
+  it("with directOutbound, lets workerd call that origin itself and records nothing", async () => {
+    const direct = await startGateway({
+      bundle: bundleFor(scoring.url, "direct"),
+      secrets: { AML_KEY_PRIMARY: scoring.keys.primary, AML_KEY_SECONDARY: scoring.keys.secondary },
+      script: STAND_IN_WORKER,
+      directOutbound: new URL(scoring.url).origin,
+    });
+    try {
+      scoring.clearRequests();
+      const response = await direct.fetch("/v1/credit/score", { method: "POST", body });
+      expect(response.status).toBe(200);
+      expect(scoring.requests).toHaveLength(1);
+      expect(direct.outbound.requests).toEqual([]);
+    } finally {
+      await direct.dispose();
+    }
+  });
+
+  it("refuses a directOutbound that is not a loopback origin, naming it", async () => {
+    for (const origin of [
+      "https://example.com",
+      "http://10.0.0.1:8080",
+      "http://127.0.0.1",
+      "127.0.0.1:80",
+    ]) {
+      await expect(
+        startGateway({
+          bundle: bundleFor(scoring.url, "x"),
+          secrets: {},
+          script: STAND_IN_WORKER,
+          directOutbound: origin,
+        }),
+      ).rejects.toThrow(
+        `directOutbound must be a loopback origin such as http://127.0.0.1:8080, got "${origin}"`,
+      );
+    }
+  });
+
   it("stops serving once disposed", async () => {
     const second = await startGateway({
       bundle: bundleFor(scoring.url, "short-lived"),
