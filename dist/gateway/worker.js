@@ -23288,6 +23288,7 @@ function extractBearerToken(headers, url2) {
 var CONTENT_HEADERS = ["content-type", "content-encoding", "accept"];
 var RESPONSE_HEADERS = ["content-type", "content-encoding", "retry-after", "x-ms-request-id"];
 var PASS_THROUGH_RETRY = /* @__PURE__ */ new Set([424, 429, 503]);
+var TIMED_OUT = /* @__PURE__ */ Symbol("timed out");
 var UpstreamError = class extends Error {
   reason;
   upstreamStatus;
@@ -23378,26 +23379,26 @@ function buildUpstreamHeaders(client, call) {
   return headers;
 }
 async function callUpstream(method, client, call) {
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), call.route.limits.timeoutMs);
-  let response;
+  const limit = Promise.withResolvers();
+  const timer = setTimeout(() => limit.resolve(TIMED_OUT), call.route.limits.timeoutMs);
+  let outcome;
   try {
-    response = await fetch(call.route.scoringUri, {
-      method,
-      headers: buildUpstreamHeaders(client, call),
-      body: call.body,
-      redirect: "manual",
-      signal: controller.signal
-    });
+    outcome = await Promise.race([
+      fetch(call.route.scoringUri, {
+        method,
+        headers: buildUpstreamHeaders(client, call),
+        body: call.body,
+        redirect: "manual"
+      }),
+      limit.promise
+    ]);
   } catch {
-    const timedOut = controller.signal.aborted;
-    throw new UpstreamError(
-      timedOut ? "upstream_timeout" : "upstream_error",
-      timedOut ? "upstream timed out" : "upstream unreachable"
-    );
+    throw new UpstreamError("upstream_error", "upstream unreachable");
   } finally {
     clearTimeout(timer);
   }
+  if (outcome === TIMED_OUT) throw new UpstreamError("upstream_timeout", "upstream timed out");
+  const response = outcome;
   const status = response.status;
   if (status === 401 || status === 403) {
     await response.body?.cancel();

@@ -11,6 +11,8 @@ const CONTENT_HEADERS = ["content-type", "content-encoding", "accept"];
 const RESPONSE_HEADERS = ["content-type", "content-encoding", "retry-after", "x-ms-request-id"];
 /** Azure ML statuses passed through with their Retry-After: model error, throttling, overload. */
 const PASS_THROUGH_RETRY = new Set([424, 429, 503]);
+/** What the timer's side of the race resolves to. */
+const TIMED_OUT = Symbol("timed out");
 
 export class UpstreamError extends Error {
   readonly reason: ReasonCode;
@@ -145,28 +147,32 @@ export async function callUpstream(
   client: ClientHeaders,
   call: UpstreamCall,
 ): Promise<Response> {
-  // The limit is on the time to the upstream's response headers. The timer is cleared as soon as they arrive
-  // (AbortSignal.timeout would leave a timer pending for the full limit after every request).
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), call.route.limits.timeoutMs);
-  let response: Response;
+  // The limit is on the time to the upstream's response headers: a timer races the call and is cleared as soon as
+  // the headers arrive. A timed-out call needs no AbortController: the 504 ends the request, and the runtime cancels
+  // the request's outstanding calls with it (only ctx.waitUntil work outlives a response), so Azure ML sees the
+  // connection close at the limit (test/gateway/upstream.test.ts checks it). An AbortController and its signal cost
+  // workerd about 7 µs more a request under the benchmark; AbortSignal.timeout would leave its timer pending for the
+  // full limit after every request.
+  const limit = Promise.withResolvers<typeof TIMED_OUT>();
+  const timer = setTimeout(() => limit.resolve(TIMED_OUT), call.route.limits.timeoutMs);
+  let outcome: Response | typeof TIMED_OUT;
   try {
-    response = await fetch(call.route.scoringUri, {
-      method,
-      headers: buildUpstreamHeaders(client, call),
-      body: call.body,
-      redirect: "manual",
-      signal: controller.signal,
-    });
+    outcome = await Promise.race([
+      fetch(call.route.scoringUri, {
+        method,
+        headers: buildUpstreamHeaders(client, call),
+        body: call.body,
+        redirect: "manual",
+      }),
+      limit.promise,
+    ]);
   } catch {
-    const timedOut = controller.signal.aborted;
-    throw new UpstreamError(
-      timedOut ? "upstream_timeout" : "upstream_error",
-      timedOut ? "upstream timed out" : "upstream unreachable",
-    );
+    throw new UpstreamError("upstream_error", "upstream unreachable");
   } finally {
     clearTimeout(timer);
   }
+  if (outcome === TIMED_OUT) throw new UpstreamError("upstream_timeout", "upstream timed out");
+  const response = outcome;
   const status = response.status;
   if (status === 401 || status === 403) {
     // Our endpoint key was refused: the client's token is fine, so the client must not see an auth error.
