@@ -4,7 +4,8 @@
 // alternate so that drift (JIT warm-up, the machine's other load) falls on both sides alike.
 //
 // Last line: {"throughputRatio", "addedP50Ms", "addedP99Ms", "verifyCpuUs", "coldStartJwksFetches"}.
-// Bounded: at most ROUNDS × 2 phases of REQUESTS_PER_PHASE requests, and a wall-clock cap.
+// Bounded: at most ROUNDS × 2 phases of REQUESTS_PER_PHASE requests, and a wall-clock cap. The method and the
+// measurements so far are in README.md beside this file.
 import { readdirSync, readFileSync } from "node:fs";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
