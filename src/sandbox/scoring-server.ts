@@ -71,7 +71,7 @@ export interface ScoringRequest {
   deployment?: string;
   /** The status answered, once answered. */
   status?: number;
-  /** Epoch milliseconds at which the caller went away while a delayed answer was pending (it got none). */
+  /** Epoch milliseconds at which the caller went away (or the stand-in closed) while a delayed answer was pending. */
   abandonedAt?: number;
 }
 
