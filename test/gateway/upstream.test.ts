@@ -2,7 +2,7 @@
 // upstream failures (never a 401 for the gateway's own credential), body limits before anything is sent, route
 // and method misses, and the endpoint credential: key (primary/secondary), AML token, missing or expired.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { generateEndpointKey } from "../../src/sandbox/scoring-server.ts";
+import { generateEndpointKey, type ScoringFault } from "../../src/sandbox/scoring-server.ts";
 import { type GatewayFixture, ROUTE_PATH, SCORING_BODY, startGatewayFixture } from "./fixture.ts";
 
 const MAX_BODY_BYTES = 64 * 1024;
@@ -39,6 +39,11 @@ function postStream(fx: GatewayFixture, token: string, body: string): Promise<Re
   } as RequestInit);
 }
 
+/** The same fault on every deployment, so the route's weighted choice cannot avoid it. */
+function setFaultEverywhere(fx: GatewayFixture, fault: ScoringFault): void {
+  for (const deployment of DEPLOYMENTS) fx.scoring.setFault(deployment, fault);
+}
+
 /** Asserts a 5xx decided after the upstream was called: status, no Bearer challenge, the audit reason. */
 async function expectUpstreamFailure(
   fx: GatewayFixture,
@@ -67,13 +72,9 @@ describe("upstream answers and limits (key auth, primary)", () => {
   });
   beforeEach(() => fx.reset());
 
-  const faultEverywhere = (fault: Parameters<GatewayFixture["scoring"]["setFault"]>[1]) => {
-    for (const deployment of DEPLOYMENTS) fx.scoring.setFault(deployment, fault);
-  };
-
   for (const status of [424, 429]) {
     it(`passes a ${status} through with its Retry-After`, async () => {
-      faultEverywhere({ status, retryAfterSeconds: 17 });
+      setFaultEverywhere(fx, { status, retryAfterSeconds: 17 });
       const response = await fx.score(await fx.token());
       expect(response.status).toBe(status);
       expect(response.headers.get("retry-after")).toBe("17");
@@ -86,14 +87,14 @@ describe("upstream answers and limits (key auth, primary)", () => {
   }
 
   it("turns an upstream 500 into 502 upstream_error and audits upstreamStatus 500", async () => {
-    faultEverywhere({ status: 500 });
+    setFaultEverywhere(fx, { status: 500 });
     const response = await fx.score(await fx.token());
     await expectUpstreamFailure(fx, response, { status: 502, reason: "upstream_error", upstreamStatus: 500 });
     expect(fx.scoring.requests).toHaveLength(1);
   });
 
   it("answers 504 upstream_timeout when the upstream takes longer than the route's 2 s timeout", async () => {
-    faultEverywhere({ delayMs: 3_000 });
+    setFaultEverywhere(fx, { delayMs: 3_000 });
     const started = performance.now();
     const response = await fx.score(await fx.token());
     const elapsed = performance.now() - started;
@@ -270,8 +271,7 @@ describe("a call past the route's timeout, with workerd calling the stand-in dir
   });
 
   it("is dropped at the limit: the client gets 504 and Azure ML sees its caller go away, not 3 s later", async () => {
-    fx.scoring.setFault("blue", { delayMs: 3_000 });
-    fx.scoring.setFault("green", { delayMs: 3_000 });
+    setFaultEverywhere(fx, { delayMs: 3_000 });
     const response = await fx.score(await fx.token());
     await expectUpstreamFailure(fx, response, { status: 504, reason: "upstream_timeout" });
     await expect
