@@ -255,9 +255,16 @@ async function main(): Promise<void> {
       return phase.requests / phase.wallMs / (baseline.requests / baseline.wallMs);
     });
     const pooledRatio = throughput(gateway) / throughput(passthrough);
+    // The ratio drifts down as a run goes on (README.md beside this file): the halves show how far in this run.
+    const half = Math.floor(roundRatios.length / 2);
+    const halves =
+      half > 0
+        ? `; median of the first half ${median(roundRatios.slice(0, half)).toFixed(3)}, ` +
+          `of the second ${median(roundRatios.slice(half)).toFixed(3)}`
+        : "";
     console.log(
       `throughput ratio per round: ${roundRatios.map((ratio) => ratio.toFixed(3)).join(" ")}; ` +
-        `median ${median(roundRatios).toFixed(3)}, pooled ${pooledRatio.toFixed(3)}`,
+        `median ${median(roundRatios).toFixed(3)}, pooled ${pooledRatio.toFixed(3)}${halves}`,
     );
     // What the ratio would be if each side's rate followed its busier process (two free cores) or the two
     // processes' total (cores shared or taken by the host): the measured ratio falls between, by the machine's state.
