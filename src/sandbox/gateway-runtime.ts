@@ -152,7 +152,8 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
   let configBundle = options.bundle;
   let secrets = checkSecrets(options.secrets, options.extraBindings, configBundle !== undefined);
   const forwardFetch = options.forwardFetch ?? fetch;
-  const direct = options.directOutbound === undefined ? undefined : directAddress(options.directOutbound);
+  const direct =
+    options.directOutbound === undefined ? undefined : directOutboundService(options.directOutbound);
 
   const records: AuditRecord[] = [];
   const waiters = new Set<{ predicate: (r: AuditRecord) => boolean; resolve: (r: AuditRecord) => void }>();
@@ -226,6 +227,8 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
       });
     }
   };
+  // workerd's outbound for the gateway and every additional Worker that brings none of its own.
+  const workerOutbound = direct ?? outboundService;
 
   const log = new CapturingLog((message) => onLine("miniflare", message));
   const handleRuntimeStdio = (stdout: Readable, stderr: Readable) => {
@@ -251,10 +254,10 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
         ...secrets,
         ...(configBundle === undefined ? {} : { [CONFIG_BINDING]: configBundle as unknown as Json }),
       },
-      outboundService: direct ?? outboundService,
+      outboundService: workerOutbound,
     };
     const additional = (options.additionalWorkers ?? []).map((worker) => ({
-      outboundService: direct ?? outboundService,
+      outboundService: workerOutbound,
       ...worker,
     }));
     return {
@@ -413,8 +416,13 @@ class CapturingLog extends Log {
   }
 }
 
-/** Miniflare's `external` outbound for a loopback origin given as `directOutbound`; anything else is refused. */
-function directAddress(origin: string): { external: { address: string; http: Record<string, never> } } {
+/**
+ * Miniflare's `external` outbound service for a loopback origin (`directOutbound`, the benchmark's stand-ins):
+ * workerd then calls it itself. Anything but an `http://` loopback origin with a port is refused.
+ */
+export function directOutboundService(origin: string): {
+  external: { address: string; http: Record<string, never> };
+} {
   const url = URL.canParse(origin) ? new URL(origin) : undefined;
   if (
     url === undefined ||

@@ -13,7 +13,11 @@ import { Miniflare } from "miniflare";
 import { bundleGateway, bundleWorker } from "../../src/build/gateway-bundle.ts";
 import { compileConfigBundle, fetchKeySnapshots } from "../../src/config/index.ts";
 import { gatewayConfigSchema } from "../../src/config/schema.ts";
-import { AUDIT_RECORD_TYPE, COMPATIBILITY_DATE } from "../../src/sandbox/gateway-runtime.ts";
+import {
+  AUDIT_RECORD_TYPE,
+  COMPATIBILITY_DATE,
+  directOutboundService,
+} from "../../src/sandbox/gateway-runtime.ts";
 import { startLoopbackServer } from "../../src/sandbox/http-server.ts";
 import { startScoringServer } from "../../src/sandbox/scoring-server.ts";
 import { startTokenIssuer } from "../../src/sandbox/token-issuer.ts";
@@ -153,7 +157,7 @@ async function main(): Promise<void> {
   github.resetCounts();
 
   const secrets = { AML_KEY_PRIMARY: scoring.keys.primary, AML_KEY_SECONDARY: scoring.keys.secondary };
-  const outbound = { external: { address: `127.0.0.1:${new URL(server.origin).port}`, http: {} } };
+  const outbound = directOutboundService(server.origin);
   // Audit lines are part of the gateway's work: workerd writes every one, and the benchmark counts them (one per
   // gateway request) from a pipe it drains on a timer rather than one that wakes it per line (workerd-stdout.ts).
   const workerdStdout = collectWorkerdStdout(AUDIT_MARKER);

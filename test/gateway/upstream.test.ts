@@ -262,7 +262,7 @@ describe("a call past the route's timeout, with workerd calling the stand-in dir
       directUpstream: true,
       configure: (config) => {
         const [route] = config.routes;
-        if (route) route.limits = { maxBodyBytes: 64 * 1024, timeoutMs: 500 };
+        if (route) route.limits = { maxBodyBytes: MAX_BODY_BYTES, timeoutMs: 500 };
       },
     });
   });
