@@ -417,10 +417,10 @@ class CapturingLog extends Log {
 }
 
 /**
- * Miniflare's `external` outbound service for a loopback origin (`directOutbound`, the benchmark's stand-ins):
+ * Miniflare's `external` outbound service for a loopback origin (`directOutbound`: stand-ins on loopback):
  * workerd then calls it itself. Anything but an `http://` loopback origin with a port is refused.
  */
-export function directOutboundService(origin: string): {
+function directOutboundService(origin: string): {
   external: { address: string; http: Record<string, never> };
 } {
   const url = URL.canParse(origin) ? new URL(origin) : undefined;

@@ -7,20 +7,15 @@
 // Bounded: at most ROUNDS × 2 phases of REQUESTS_PER_PHASE requests, and a wall-clock cap. The method and the
 // measurements so far are in README.md beside this file.
 import { readdirSync, readFileSync } from "node:fs";
-import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
-import { Miniflare } from "miniflare";
 import { bundleGateway, bundleWorker } from "../../src/build/gateway-bundle.ts";
 import { compileConfigBundle, fetchKeySnapshots } from "../../src/config/index.ts";
 import { gatewayConfigSchema } from "../../src/config/schema.ts";
-import {
-  AUDIT_RECORD_TYPE,
-  COMPATIBILITY_DATE,
-  directOutboundService,
-} from "../../src/sandbox/gateway-runtime.ts";
+import { AUDIT_RECORD_TYPE, COMPATIBILITY_DATE } from "../../src/sandbox/gateway-runtime.ts";
 import { startLoopbackServer } from "../../src/sandbox/http-server.ts";
 import { startScoringServer } from "../../src/sandbox/scoring-server.ts";
 import { startTokenIssuer } from "../../src/sandbox/token-issuer.ts";
+import { type DirectWorkerd, startDirectWorkerd } from "./workerd-direct.ts";
 import { collectWorkerdStdout } from "./workerd-stdout.ts";
 
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
@@ -157,47 +152,45 @@ async function main(): Promise<void> {
   github.resetCounts();
 
   const secrets = { AML_KEY_PRIMARY: scoring.keys.primary, AML_KEY_SECONDARY: scoring.keys.secondary };
-  const outbound = directOutboundService(server.origin);
   // Audit lines are part of the gateway's work: workerd writes every one, and the benchmark counts them (one per
   // gateway request) from a pipe it drains on a timer rather than one that wakes it per line (workerd-stdout.ts).
   const workerdStdout = collectWorkerdStdout(AUDIT_MARKER);
-  const miniflare = new Miniflare({
-    // workerd's stdout is the pipe above, so only its stderr carries anything here.
-    handleRuntimeStdio: (stdout: Readable, stderr: Readable) => {
-      stdout.resume();
-      stderr.resume();
-    },
-    workers: [
-      {
-        name: "gateway",
-        modules: [{ type: "ESModule", path: "gateway.js", contents: await bundleGateway() }],
-        compatibilityDate: COMPATIBILITY_DATE,
-        bindings: { AML_EDGE_CONFIG: bundle, ...secrets },
-        outboundService: outbound,
-        unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
-      },
-      {
-        name: "verify-loop",
-        modules: [{ type: "ESModule", path: "verify.js", contents: await bundleWorker(VERIFY_WORKER) }],
-        compatibilityDate: COMPATIBILITY_DATE,
-        bindings: { AML_EDGE_CONFIG: bundle },
-        outboundService: outbound,
-        unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
-      },
-      {
-        name: "passthrough",
-        modules: [{ type: "ESModule", path: "passthrough.js", contents: PASSTHROUGH_WORKER }],
-        compatibilityDate: COMPATIBILITY_DATE,
-        bindings: { SCORING_URI: scoring.url, ...secrets },
-        outboundService: outbound,
-        unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
-      },
-    ],
-  });
+  // Every Worker's outbound fetch goes straight to the loopback server, as a deployed Worker's goes to the network:
+  // without the interceptor Worker that Miniflare puts in front of each one (workerd-direct.ts).
+  let workerd: DirectWorkerd;
   try {
-    await miniflare.ready;
-    const gatewayUrl = new URL("/v1/credit/score", await miniflare.unsafeGetDirectURL("gateway"));
-    const passthroughUrl = new URL("/v1/credit/score", await miniflare.unsafeGetDirectURL("passthrough"));
+    workerd = await startDirectWorkerd({
+      binary: workerdStdout.binary,
+      upstreamOrigin: server.origin,
+      workers: [
+        {
+          name: "gateway",
+          module: await bundleGateway(),
+          compatibilityDate: COMPATIBILITY_DATE,
+          json: { AML_EDGE_CONFIG: bundle },
+          text: secrets,
+        },
+        {
+          name: "verify-loop",
+          module: await bundleWorker(VERIFY_WORKER),
+          compatibilityDate: COMPATIBILITY_DATE,
+          json: { AML_EDGE_CONFIG: bundle },
+        },
+        {
+          name: "passthrough",
+          module: PASSTHROUGH_WORKER,
+          compatibilityDate: COMPATIBILITY_DATE,
+          text: { SCORING_URI: scoring.url, ...secrets },
+        },
+      ],
+    });
+  } catch (error) {
+    workerdStdout.close();
+    throw error;
+  }
+  try {
+    const gatewayUrl = new URL("/v1/credit/score", workerd.url("gateway"));
+    const passthroughUrl = new URL("/v1/credit/score", workerd.url("passthrough"));
 
     // Cold start first: the gateway's very first requests, before any warm-up, must not fetch a key set.
     const cold = await runPhase(gatewayUrl, tokens, CONCURRENCY, CONCURRENCY * 2, deadline);
@@ -245,7 +238,7 @@ async function main(): Promise<void> {
       phases.reduce((sum, phase) => sum + phase.wallMs, 0);
     const all = (phases: PhaseResult[]) => phases.flatMap((phase) => phase.latenciesMs);
     // Per-request Server-Timing cannot resolve a ~50 µs verification; the loop in workerd can.
-    const verifyLoop = await fetch(await miniflare.unsafeGetDirectURL("verify-loop"), {
+    const verifyLoop = await fetch(workerd.url("verify-loop"), {
       method: "POST",
       body: JSON.stringify({ tokens, iterations: VERIFY_ITERATIONS }),
     });
@@ -305,7 +298,7 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(summary));
   } finally {
     try {
-      await miniflare.dispose();
+      await workerd.close();
     } finally {
       workerdStdout.close();
     }
@@ -385,7 +378,7 @@ const SCHEDSTAT = (() => {
 })();
 
 /**
- * CPU milliseconds of this run's workerd: the one Miniflare started below this process, not any other workerd on
+ * CPU milliseconds of this run's workerd: the one this process started, not any other workerd on
  * the machine (another session's sandbox, say). Summed over its threads from schedstat where the kernel has it,
  * else user + system ticks; 0 without /proc.
  */

@@ -1,8 +1,8 @@
-// Collects the stdout of the workerd that Miniflare starts, every line of it, without making each line wake this
-// process. Miniflare hands workerd a socket as stdout and reads it with an event per write; the gateway writes an
-// audit line per request, so that socket woke the benchmark's process for every few requests and charged both
-// processes for the wake-up. A deployed Worker's console lines go to a buffer of the invocation, not to a socket
-// someone polls. Here workerd writes into a named pipe instead (through a wrapper given to Miniflare as
+// Collects the stdout of workerd, every line of it, without making each line wake this process. Miniflare hands
+// workerd a socket as stdout and reads it with an event per write; the gateway writes an audit line per request, so
+// that socket woke the benchmark's process for every few requests and charged both processes for the wake-up. A
+// deployed Worker's console lines go to a buffer of the invocation, not to a socket someone polls. Here workerd
+// writes into a named pipe instead, through a wrapper script (started directly as `binary`, or by Miniflare as
 // MINIFLARE_WORKERD_PATH), and the benchmark reads that pipe on a short timer and counts the lines. workerd still
 // makes every write; nothing is dropped. Linux and macOS (mkfifo, a POSIX shell).
 import { execFileSync } from "node:child_process";
@@ -16,10 +16,10 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
-import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { StringDecoder } from "node:string_decoder";
+import { workerdBinary } from "./workerd-direct.ts";
 
 /**
  * A pipe holds 64 KiB, about 130 audit lines; at the benchmark's 3,000 requests a second, 5 ms fill about a tenth
@@ -28,15 +28,18 @@ import { StringDecoder } from "node:string_decoder";
 const DRAIN_INTERVAL_MS = 5;
 
 export interface WorkerdStdout {
+  /** The wrapper to start instead of workerd: it execs workerd with its stdout on the pipe. */
+  readonly binary: string;
   /** Lines seen so far that contain `marker` (reads what is waiting first). */
   count(): number;
-  /** Puts MINIFLARE_WORKERD_PATH back, stops reading and removes the pipe; after Miniflare is disposed. */
+  /** Puts MINIFLARE_WORKERD_PATH back, stops reading and removes the pipe; after workerd has exited. */
   close(): void;
 }
 
 /**
- * Prepares the pipe and the wrapper and points Miniflare at it; call before `new Miniflare`. Counts the lines that
- * contain `marker`; a line split across two reads is joined first.
+ * Prepares the pipe and the wrapper: start workerd as `binary`, or let Miniflare start it (MINIFLARE_WORKERD_PATH
+ * points at the wrapper until `close`). Counts the lines that contain `marker`; a line split across two reads is
+ * joined first.
  */
 export function collectWorkerdStdout(marker: string): WorkerdStdout {
   const previous = process.env.MINIFLARE_WORKERD_PATH;
@@ -83,6 +86,7 @@ export function collectWorkerdStdout(marker: string): WorkerdStdout {
   const timer = setInterval(drain, DRAIN_INTERVAL_MS);
   let closed = false;
   return {
+    binary: wrapper,
     count() {
       drain();
       return lines;
@@ -99,10 +103,4 @@ export function collectWorkerdStdout(marker: string): WorkerdStdout {
       delete process.env.AML_EDGE_BENCH_STDOUT;
     },
   };
-}
-
-/** The workerd binary Miniflare would run: the `workerd` package as Miniflare itself resolves it. */
-function workerdBinary(): string {
-  const fromMiniflare = createRequire(import.meta.resolve("miniflare"));
-  return (fromMiniflare("workerd") as { default: string }).default;
 }
